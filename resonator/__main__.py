@@ -1,0 +1,3 @@
+from resonator.resonator import cli
+
+cli()

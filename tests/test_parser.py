@@ -1,0 +1,164 @@
+"""The parser: precedence, associativity, unary minus, errors and limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resonator.parser import (
+    MAX_DEPTH,
+    MAX_LENGTH,
+    MAX_OPERATORS,
+    Expr,
+    ParseError,
+    parse,
+    render,
+)
+from tests.conftest import oracle, trees
+
+
+@pytest.mark.parametrize(
+    ("text", "tree"),
+    [
+        ("1 + 2 * 3", ("+", 1, ("*", 2, 3))),
+        ("1 * 2 + 3", ("+", ("*", 1, 2), 3)),
+        ("8 - 3 - 2", ("-", ("-", 8, 3), 2)),
+        ("2 * 3 * 4", ("*", ("*", 2, 3), 4)),
+        ("8 - (3 - 2)", ("-", 8, ("-", 3, 2))),
+        ("(1 + 2) * (3 - 4)", ("*", ("+", 1, 2), ("-", 3, 4))),
+        ("-3", -3),
+        ("--4", 4),
+        ("2 * -3", ("*", 2, -3)),
+        ("1 - -2", ("-", 1, -2)),
+        ("-(1 + 2)", ("*", -1, ("+", 1, 2))),
+        ("\t( 7 )\n", 7),
+        ("123456789012345678901234567890", 123456789012345678901234567890),
+    ],
+)
+def test_grammar(text: str, tree: Expr) -> None:
+    assert parse(text) == tree
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1 + 2 * 3", 7), ("8 - 3 - 2", 3), ("-(2 + 3) * 4", -20), ("(1 + 2) * (3 - 4)", -3)],
+)
+def test_precedence_matches_arithmetic(text: str, value: int) -> None:
+    assert oracle(render(parse(text))) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("", "empty expression", 0),
+        ("   ", "empty expression", 0),
+        ("(1", "'(' is never closed", 0),
+        ("2 * (1 + 3", "'(' is never closed", 4),
+        ("1 + 2)", "unmatched ')'", 5),
+        ("(1 +", "expected a number or '(' at the end", 4),
+        ("1 + * 2", "expected a number or '(' before '*'", 4),
+        ("+3", "expected a number or '(' before '+'", 0),
+        ("1 2", "expected an operator before '2'", 2),
+        ("(1 + 2) 3", "expected an operator before '3'", 8),
+        ("(1) (2)", "expected an operator before '('", 4),
+        ("1 / 2", "unexpected character '/': use +, - or *", 2),
+        ("x", "unexpected character 'x': use +, - or *", 0),
+        ("1.5", "only whole numbers are supported", 1),
+        ("2 ** 3", "'**' is not supported: use +, - or *", 2),
+        ("\u0663", "unexpected character '\u0663': use +, - or *", 0),
+    ],
+)
+def test_errors_carry_message_and_column(text: str, message: str, column: int) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(text)
+    assert (caught.value.message, caught.value.column) == (message, column)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_length_limit() -> None:
+    assert parse("1" * MAX_LENGTH) == int("1" * MAX_LENGTH)
+    with pytest.raises(ParseError, match="too long"):
+        parse("1" * (MAX_LENGTH + 1))
+
+
+def test_depth_limit() -> None:
+    assert parse("(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH) == 1
+    deeper = "(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1)
+    with pytest.raises(ParseError, match="nested too deeply") as caught:
+        parse(deeper)
+    assert caught.value.column == MAX_DEPTH
+
+
+def test_operator_limit() -> None:
+    parse(" + ".join(["1"] * (MAX_OPERATORS + 1)))
+    with pytest.raises(ParseError, match="too many operators"):
+        parse(" + ".join(["1"] * (MAX_OPERATORS + 2)))
+    # A minus in front of a parenthesis is a multiplication by -1, so it
+    # counts: each term below holds two operators.
+    terms = (MAX_OPERATORS + 1) // 3
+    parse(" + ".join(["-(1 + 1)"] * terms))
+    with pytest.raises(ParseError, match="too many operators"):
+        parse(" + ".join(["-(1 + 1)"] * (terms + 1)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["(" * MAX_LENGTH, "-" * (MAX_LENGTH - 1) + "1", "-(" * 2000, "1" + "+(1" * 1333],
+)
+def test_extremes_fail_cleanly_or_parse(text: str) -> None:
+    try:
+        parse(text)
+    except ParseError:
+        pass  # a clean error is fine; a RecursionError would fail the test
+
+
+# ── Properties ──────────────────────────────────────────────────────────────
+
+spaces = st.sampled_from(["", " ", "  ", "\t", "\n", " \n "])
+
+
+def noisy(data: st.DataObject, tree: Expr) -> str:
+    """``tree`` as text with random spacing and redundant parentheses.
+
+    Every operand of an operator is parenthesised, which is always correct,
+    and any part may be wrapped again.
+    """
+    match tree:
+        case (op, lhs, rhs):
+            text = (
+                f"({noisy(data, lhs)}){data.draw(spaces)}{op}"
+                f"{data.draw(spaces)}({noisy(data, rhs)})"
+            )
+        case _:
+            text = str(tree)
+    for _ in range(data.draw(st.integers(0, 2))):
+        text = f"({data.draw(spaces)}{text}{data.draw(spaces)})"
+    return text
+
+
+@given(trees)
+def test_render_round_trips(tree: Expr) -> None:
+    assert parse(render(tree)) == tree
+
+
+@given(st.data(), trees)
+def test_noisy_text_parses_to_the_same_tree(data: st.DataObject, tree: Expr) -> None:
+    text = noisy(data, tree)
+    assert parse(text) == tree
+    assert oracle(render(parse(text))) == oracle(text)
+
+
+@given(st.text(alphabet="0123456789+-*() ", max_size=30))
+def test_anything_from_the_alphabet_parses_like_python_or_fails_cleanly(text: str) -> None:
+    try:
+        tree = parse(text)
+    except ParseError as error:
+        assert 0 <= error.column <= len(text)
+        return
+    # Whatever we accept, Python reads as the same number.
+    # (Python will not read 007, only 7.)
+    python = re.sub(r"\b0+(\d)", r"\1", text)
+    assert oracle(render(tree)) == oracle(python)
