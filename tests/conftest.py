@@ -7,12 +7,14 @@ import operator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import strategies as st
 
 from resonator.resonator import Worker, connect
+from tests.processes import Topology, real_server_command
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from resonate.resonate import Resonate
 
@@ -25,7 +27,11 @@ trees: st.SearchStrategy[Expr] = st.recursive(
     max_leaves=24,
 )
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+}
 
 
 def oracle(text: str) -> int:
@@ -54,3 +60,20 @@ async def embedded(name: str = "embedded") -> AsyncIterator[Resonate]:
         yield resonate
     finally:
         await resonate.stop()
+
+
+@pytest.fixture(params=["stand-in", "resonate"])
+def real_server(request: pytest.FixtureRequest) -> str | None:
+    """Each process test runs against the stand-in, and the real server if present."""
+    if request.param == "stand-in":
+        return None
+    if command := real_server_command():
+        return command
+    pytest.skip("no real Resonate server: put `resonate` on PATH or set RESONATE_SERVER_CMD")
+
+
+@pytest.fixture
+def topology(real_server: str | None) -> Iterator[Topology]:
+    """A running server with exp/lhs, exp/rhs and ops; all killed afterwards."""
+    with Topology(real_server) as topology:
+        yield topology.standard()

@@ -1,0 +1,209 @@
+"""Real processes for the tests: loopback only, read line by line, always killed.
+
+Readiness and progress are awaited as printed lines (``wait_for``), never by
+sleeping. Every wait is bounded, and ``Topology`` kills everything it started
+when its ``with`` block ends, whether or not the test passed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 60.0  # seconds; generous, since CI machines are slow and noisy
+TRACE = re.compile(r"^(?P<who>\S+): (?P<what>[-+*=] .*)  \[(?P<id>\S+)\]$")
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def real_server_command() -> str | None:
+    """The real server's command line with ``{port}``, if one can be run here."""
+    if command := os.environ.get("RESONATE_SERVER_CMD"):
+        return command
+    if shutil.which("resonate"):
+        return "resonate dev --server-port {port} --tasks-retry-timeout 1000"
+    return None
+
+
+class Process:
+    """A child process whose output lines are collected as they are printed."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.closed = False
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def wait_for(self, pattern: str, after: int = 0, timeout: float = WAIT) -> re.Match[str]:
+        """The first line from index ``after`` on that matches, once printed."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            seen = after
+            while True:
+                for line in self.lines[seen:]:
+                    if match := regex.search(line):
+                        return match
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    why = "exited" if self.closed else f"waited {timeout:.0f}s"
+                    raise AssertionError(
+                        f"{self.name} {why} without printing {pattern!r}; it printed:\n"
+                        + "\n".join(self.lines[-30:])
+                    )
+                self.changed.wait(remaining)
+
+    def wait_closed(self, timeout: float = WAIT) -> int:
+        returncode = self.popen.wait(timeout)
+        with self.changed:
+            self.changed.wait_for(lambda: self.closed, timeout)
+        return returncode
+
+    def signal(self, sig: int) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] sending {signal.Signals(sig).name} to {self.name}")
+        self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(WAIT)
+
+    def traces(self) -> list[re.Match[str]]:
+        return [m for line in list(self.lines) if (m := TRACE.match(line))]
+
+
+class Topology:
+    """A Resonate server and the processes around it, all on loopback."""
+
+    def __init__(self, real_server: str | None = None, **env: str) -> None:
+        self.real_server = real_server
+        self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
+        self.env |= {"PYTHONUNBUFFERED": "1", **env}
+        self.processes: dict[str, Process] = {}
+        self.port = 0
+        self.url = ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for process in self.processes.values():
+            process.kill()
+
+    def start(self, name: str, args: list[str], **env: str) -> Process:
+        if (old := self.processes.get(name)) and old.popen.poll() is None:
+            raise AssertionError(f"{name} is still running")
+        process = Process(name, args, self.env | {"RESONATE_URL": self.url, **env})
+        self.processes[name] = process
+        return process
+
+    def server(self) -> Process:
+        """Start the server (on the port it had before, if restarted)."""
+        if self.real_server:
+            self.port = self.port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            command = shlex.split(self.real_server.format(port=self.port))
+            process = self.start("server", command)
+            self._await_health(process)
+            return process
+        port = str(self.port)
+        retry = ["--tasks-retry-timeout", "1000"]
+        process = self.start("server", python("-m", "resonator.devserver", "--port", port, *retry))
+        self.url = process.wait_for(r"listening on (http://\S+)").group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return process
+
+    def _await_health(self, process: Process) -> None:
+        # An outside binary prints no line we know, so ask /health, bounded.
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and process.popen.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"the real server never answered /health at {self.url}")
+
+    def worker(self, group: str, pid: str, wait: bool = True, **env: str) -> Process:
+        process = self.start(pid, python("-m", "resonator"), GRP=group, PID=pid, **env)
+        if wait:
+            process.wait_for(f"^worker started: group={group} pid={pid}$")
+        return process
+
+    def standard(self) -> Self:
+        """The article's setup: a server, exp/lhs, exp/rhs and one ops worker."""
+        self.server()
+        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
+            self.worker(group, pid, wait=False)
+        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
+            self.processes[pid].wait_for(f"^worker started: group={group} pid={pid}$")
+        return self
+
+    def prompt(self, *args: str, name: str = "prompt", **env: str) -> Process:
+        """``resonator --url URL ARGS``, running; see ``calculate`` to wait for it."""
+        return self.start(name, python("-m", "resonator", "--url", self.url, *args), **env)
+
+    def calculate(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            python("-m", "resonator", "--url", self.url, *args),
+            cwd=ROOT,
+            env=self.env | env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    def __getitem__(self, name: str) -> Process:
+        return self.processes[name]
