@@ -52,13 +52,15 @@ def real_server_command() -> str | None:
 class Process:
     """A child process whose output lines are collected as they are printed."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], stdin: bool = False
+    ) -> None:
         self.name = name
         self.popen = subprocess.Popen(
             args,
             cwd=ROOT,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -98,6 +100,14 @@ class Process:
                     )
                 self.changed.wait(remaining)
 
+    def send(self, line: str) -> int:
+        """Write a line to the process; returns how many lines it had printed."""
+        assert self.popen.stdin is not None
+        printed = len(self.lines)
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+        return printed
+
     def wait_closed(self, timeout: float = WAIT) -> int:
         returncode = self.popen.wait(timeout)
         with self.changed:
@@ -120,11 +130,15 @@ class Process:
 class Topology:
     """A Resonate server and the processes around it, all on loopback."""
 
-    def __init__(self, real_server: str | None = None, **env: str) -> None:
+    def __init__(
+        self, real_server: str | None = None, devserver_args: tuple[str, ...] = (), **env: str
+    ) -> None:
         self.real_server = real_server
+        self.devserver_args = devserver_args
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", **env}
-        self.processes: dict[str, Process] = {}
+        self.processes: dict[str, Process] = {}  # the latest of each name
+        self.history: list[Process] = []  # every one ever started
         self.port = 0
         self.url = ""
 
@@ -137,14 +151,17 @@ class Topology:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for process in self.processes.values():
+        for process in self.history:
             process.kill()
 
-    def start(self, name: str, args: list[str], **env: str) -> Process:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Process:
         if (old := self.processes.get(name)) and old.popen.poll() is None:
             raise AssertionError(f"{name} is still running")
-        process = Process(name, args, self.env | {"RESONATE_URL": self.url, **env})
+        process = Process(name, args, self.env | {"RESONATE_URL": self.url} | (env or {}), stdin)
         self.processes[name] = process
+        self.history.append(process)
         return process
 
     def server(self) -> Process:
@@ -157,8 +174,8 @@ class Topology:
             self._await_health(process)
             return process
         port = str(self.port)
-        retry = ["--tasks-retry-timeout", "1000"]
-        process = self.start("server", python("-m", "resonator.devserver", "--port", port, *retry))
+        args = ["--port", port, "--tasks-retry-timeout", "1000", *self.devserver_args]
+        process = self.start("server", python("-m", "resonator.devserver", *args))
         self.url = process.wait_for(r"listening on (http://\S+)").group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         return process
@@ -176,7 +193,7 @@ class Topology:
         raise AssertionError(f"the real server never answered /health at {self.url}")
 
     def worker(self, group: str, pid: str, wait: bool = True, **env: str) -> Process:
-        process = self.start(pid, python("-m", "resonator"), GRP=group, PID=pid, **env)
+        process = self.start(pid, python("-m", "resonator"), {"GRP": group, "PID": pid, **env})
         if wait:
             process.wait_for(f"^worker started: group={group} pid={pid}$")
         return process
@@ -190,9 +207,10 @@ class Topology:
             self.processes[pid].wait_for(f"^worker started: group={group} pid={pid}$")
         return self
 
-    def prompt(self, *args: str, name: str = "prompt", **env: str) -> Process:
+    def prompt(self, *args: str, name: str = "prompt", stdin: bool = False, **env: str) -> Process:
         """``resonator --url URL ARGS``, running; see ``calculate`` to wait for it."""
-        return self.start(name, python("-m", "resonator", "--url", self.url, *args), **env)
+        command = python("-m", "resonator", "--url", self.url, *args)
+        return self.start(name, command, env, stdin)
 
     def calculate(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -204,6 +222,10 @@ class Topology:
             timeout=WAIT,
             check=False,
         )
+
+    def traces(self, *names: str) -> list[re.Match[str]]:
+        """Trace lines of every process, past or present, with one of these names."""
+        return [t for p in self.history if p.name in names for t in p.traces()]
 
     def __getitem__(self, name: str) -> Process:
         return self.processes[name]

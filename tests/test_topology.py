@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from resonator.parser import Expr, parse, render
 from tests.conftest import oracle
-from tests.processes import Topology, free_port, python
+from tests.processes import Topology, python
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -96,14 +96,3 @@ def test_workers_stop_cleanly_on_ctrl_c_and_sigterm(topology: Topology) -> None:
         assert topology[name].wait_closed() == 0
         assert topology[name].lines[-1].startswith("worker stopped:")
         assert not any("Traceback" in line for line in topology[name].lines)
-
-
-def test_a_worker_without_a_server_says_so_once_and_connects_later() -> None:
-    with Topology() as topology:
-        topology.port = free_port()
-        topology.url = f"http://127.0.0.1:{topology.port}"
-        worker = topology.worker("exp", "lhs", wait=False)
-        worker.wait_for("^cannot reach the Resonate server at")
-        topology.server()
-        worker.wait_for("^worker started: group=exp pid=lhs$")
-        assert sum("cannot reach" in line for line in worker.lines) == 1

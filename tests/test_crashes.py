@@ -1,0 +1,144 @@
+"""The article's failure modes, each a real process killed mid-computation.
+
+Every test runs the stand-in with ``-v`` (it then logs each message it could
+not deliver), two-second task leases, and operators that take a second, so a
+computation is still open when the kill lands. Kill points are trace lines,
+never timers; ``Process.signal`` prints what it killed and when.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.processes import Process, Topology, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ARTICLE = "(1 + 2) * (3 - 4)"
+DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
+DEEP_OPERATORS = {"s:1.1.3", "s:1.2.3", "s:1.3", "s:2.1.3", "s:2.2.3", "s:2.3", "s:3"}
+VALUE = r"^-?\d+$"
+
+
+@pytest.fixture
+def slow() -> Iterator[Topology]:
+    with Topology(devserver_args=("-v",), RESONATOR_TTL="2") as topology:
+        topology.server()
+        topology.worker("exp", "lhs")
+        topology.worker("exp", "rhs")
+        topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
+        yield topology
+
+
+def kill(process: Process) -> None:
+    process.signal(signal.SIGKILL)
+    process.wait_closed()
+
+
+def operator_runs(topology: Topology, *names: str) -> Counter[str]:
+    """How many times an operator body started, per promise id."""
+    return Counter(t["id"] for t in topology.traces(*names) if not t["what"].startswith("="))
+
+
+def test_1_an_exp_worker_dies_and_its_work_waits_for_the_same_pid(slow: Topology) -> None:
+    prompt = slow.prompt("--id", "s", ARTICLE)
+    slow["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[s:1\]$")
+    kill(slow["lhs"])
+    # Its work is addressed to pid lhs alone: the server finds nobody there...
+    slow["server"].wait_for(r"^nobody at poll://uni@exp/lhs: dropped")
+    assert prompt.popen.poll() is None, "the answer came without lhs"
+    # ...until a process with that pid is back.
+    slow.worker("exp", "lhs")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert prompt.wait_closed() == 0
+
+
+def test_2_the_prompt_dies_and_a_new_one_attaches_and_replays(slow: Topology) -> None:
+    first = slow.prompt("--id", "s", ARTICLE, name="first")
+    slow["ops"].wait_for(r"\[s:1\.3\]$")  # children dispatched, an operator under way
+    kill(first)
+    second = slow.prompt("-v", "--id", "s", ARTICLE, name="second")
+    assert second.wait_for(VALUE).group(0) == "-3"
+    assert second.wait_closed() == 0
+    # The new prompt ran the root again (a replay) ...
+    assert "prompt: = (1 + 2) * (3 - 4)  [s]" in second.lines
+    # ... and no operator that had finished ran again.
+    assert operator_runs(slow, "ops") == {"s:1.3": 1, "s:2.3": 1, "s:3": 1}
+
+
+def test_3_the_ops_worker_dies_mid_operation(slow: Topology) -> None:
+    prompt = slow.prompt("--id", "s", ARTICLE)
+    slow["ops"].wait_for(r"^ops/ops: \+ 1 2  \[s:1\.3\]$")
+    kill(slow["ops"])
+    slow.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    # The operation that died with its worker was taken up by the other one.
+    assert "s:1.3" in operator_runs(slow, "another")
+
+
+def test_4_replay_never_repeats_finished_work(slow: Topology) -> None:
+    prompt = slow.prompt("--id", "s", DEEP)
+    slow["ops"].wait_for(r"\[s:\S+\.3\]$")
+    kill(slow["ops"])
+    unsettled = set(operator_runs(slow, "ops"))  # all started within the last second
+    slow.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-32"
+    runs = operator_runs(slow, "ops", "another")
+    print(f"operator runs per promise: {dict(runs)}; died unsettled: {sorted(unsettled)}")
+    assert set(runs) == DEEP_OPERATORS
+    assert {id for id, n in runs.items() if n == 2} == unsettled
+    assert max(runs.values()) == 2
+
+
+def test_5_a_worker_leaves_the_pool_and_the_survivor_serves_the_rest(slow: Topology) -> None:
+    slow.worker("ops", "survivor", RESONATOR_OP_DELAY="1")
+    prompt = slow.prompt("--id", "s", DEEP)
+    # Anycast takes turns, so both ops workers get a leaf operation.
+    slow["ops"].wait_for(r"\[s:")
+    slow["survivor"].wait_for(r"\[s:")
+    kill(slow["ops"])
+    assert prompt.wait_for(VALUE).group(0) == "-32"
+    dead, survivor = operator_runs(slow, "ops"), operator_runs(slow, "survivor")
+    assert set(dead) <= set(survivor), "an operation of the dead worker was lost"
+    assert set(survivor) | set(dead) == DEEP_OPERATORS
+
+
+def test_6_the_same_id_twice_is_one_computation(slow: Topology) -> None:
+    both = [slow.prompt("--id", "s", ARTICLE, name=name) for name in ("a", "b")]
+    assert [p.wait_for(VALUE).group(0) for p in both] == ["-3", "-3"]
+    assert operator_runs(slow, "ops") == {"s:1.3": 1, "s:2.3": 1, "s:3": 1}
+    lines = len(slow["ops"].lines)
+    later = slow.calculate("--id", "s", ARTICLE)
+    assert (later.returncode, later.stdout) == (0, "-3\n")
+    assert len(slow["ops"].lines) == lines
+
+
+def test_7_the_server_restarts_and_everyone_reconnects(slow: Topology) -> None:
+    prompt = slow.prompt(name="prompt", stdin=True)
+    prompt.wait_for(f"^connected to {slow.url}$")
+    prompt.wait_for(VALUE, after=prompt.send("1 + 2"))
+    everyone = ("lhs", "rhs", "ops", "prompt")
+    marks = {name: len(slow[name].lines) for name in everyone}
+    kill(slow["server"])
+    for name in everyone[:3]:
+        slow[name].wait_for("^cannot reach the Resonate server", after=marks[name])
+    slow.server()  # same port, empty memory
+    for name in everyone:
+        slow[name].wait_for(f"^connected to {slow.url}$", after=marks[name])
+    assert prompt.wait_for(VALUE, after=prompt.send(ARTICLE)).group(0) == "-3"
+
+
+def test_8_a_worker_started_before_the_server_connects_when_it_appears() -> None:
+    with Topology() as topology:
+        topology.port = free_port()
+        topology.url = f"http://127.0.0.1:{topology.port}"
+        worker = topology.worker("exp", "lhs", wait=False)
+        worker.wait_for("^cannot reach the Resonate server at")
+        topology.server()
+        worker.wait_for("^worker started: group=exp pid=lhs$")
+        assert sum("cannot reach" in line for line in worker.lines) == 1

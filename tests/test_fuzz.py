@@ -1,0 +1,160 @@
+"""Bad input at scale: the parser, the command line and the stand-in's HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING
+
+import pytest
+
+from resonator.parser import MAX_DEPTH, MAX_LENGTH, ParseError, parse, render
+from tests.conftest import oracle
+from tests.processes import ROOT, WAIT, Topology
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+VALID = [
+    "(1 + 2) * (3 - 4)",
+    "1 + 2 * 3",
+    "8 - 3 - 2",
+    "-(2 + 3) * 4",
+    "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - -8)) * 2",
+    "123456789012345678901234567890 * -987654321",
+]
+ALPHABET = "0123456789+-*/() \t.x**eé٣\x00\\'\"[]{}^%"
+
+
+def inputs(seed: int, count: int, max_length: int = MAX_LENGTH + 10) -> Iterator[str]:
+    """Random characters, truncated and mutated valid expressions, long and deep ones."""
+    rng = random.Random(seed)
+    for i in range(count):
+        match i % 5:
+            case 0:
+                yield "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
+            case 1:
+                text = rng.choice(VALID)
+                yield text[: rng.randint(0, len(text))]
+            case 2:
+                chars = list(rng.choice(VALID))
+                for _ in range(rng.randint(1, 4)):
+                    spot = rng.randrange(len(chars) + 1)
+                    match rng.randrange(3):
+                        case 0:
+                            chars.insert(spot, rng.choice(ALPHABET))
+                        case 1 if spot < len(chars):
+                            del chars[spot]
+                        case _ if spot < len(chars):
+                            chars[spot] = rng.choice(ALPHABET)
+                yield "".join(chars)
+            case 3:
+                depth = rng.randint(MAX_DEPTH - 5, MAX_DEPTH + 5)
+                yield "(" * depth + rng.choice(VALID) + ")" * rng.randint(depth - 1, depth + 1)
+            case _:
+                terms = rng.randint(1, max_length // 4)
+                yield " ".join(f"{rng.randint(0, 999)} {rng.choice('+-*')}" for _ in range(terms))[
+                    : rng.randint(1, max_length)
+                ]
+
+
+def test_ten_thousand_inputs_parse_or_fail_with_a_column() -> None:
+    parsed = failed = 0
+    for text in inputs(seed=1, count=10_000):
+        try:
+            tree = parse(text)
+        except ParseError as error:
+            assert 0 <= error.column <= len(text), (text, error.column)
+            assert "\n" not in error.message
+            failed += 1
+        else:
+            assert parse(render(tree)) == tree
+            parsed += 1
+    # Both outcomes are well represented, so neither path goes untested.
+    assert parsed > 1000
+    assert failed > 1000
+
+
+def test_the_command_line_answers_every_line_with_a_value_or_an_error() -> None:
+    lines = [t.replace("\x00", "") for t in inputs(seed=2, count=300, max_length=80)]
+    lines = [t for t in lines if t.strip()]  # blank lines are skipped, not answered
+    expected: list[str] = []
+    for text in lines:
+        with contextlib.suppress(ParseError):  # an error is expected on stderr instead
+            expected.append(str(oracle(render(parse(text)))))
+    done = subprocess.run(
+        [sys.executable, "-m", "resonator", "--local"],
+        input="".join(f"{t}\n" for t in lines),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=WAIT * 3,
+        check=False,
+    )
+    assert done.stdout.splitlines() == expected
+    assert done.stderr.count("syntax error: ") == len(lines) - len(expected)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == (1 if len(expected) < len(lines) else 0)
+
+
+# ── Malformed requests to the stand-in ──────────────────────────────────────
+
+
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}/", data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Topology]:
+    with Topology() as topology:
+        yield topology.standard()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b"", 400),
+        (b"[]", 400),
+        (b'"just a string"', 400),
+        (json.dumps({"kind": "promise.explode", "head": {}, "data": {}}).encode(), 400),
+        (json.dumps({"kind": "promise.create", "head": {}, "data": {"id": 7}}).encode(), 400),
+        (b"x" * (5 * 1024 * 1024), 413),
+    ],
+)
+def test_malformed_requests_get_a_4xx_and_the_server_goes_on(
+    running: Topology, body: bytes, status: int
+) -> None:
+    assert post(running.url, body)[0] == status
+    assert running.calculate(VALID[0]).stdout == "-3\n"
+
+
+def test_broken_connections_do_not_stop_the_server(running: Topology) -> None:
+    host, port = "127.0.0.1", running.port
+    # A poll stream that goes away while a message is on its way to it.
+    with socket.create_connection((host, port)) as stream:
+        stream.sendall(b"GET /poll/exp/gone HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stream.recv(1024).startswith(b"HTTP/1.1 200")
+        tags = {"resonate:target": "poll://uni@exp/gone", "resonate:origin": "g"}
+        data = {"id": "g", "timeoutAt": 2**62, "param": {}, "tags": tags}
+        post(running.url, json.dumps({"kind": "promise.create", "head": {}, "data": data}).encode())
+    # Half a request, then nothing.
+    with socket.create_connection((host, port)) as half:
+        half.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"kin')
+    # Not HTTP at all.
+    with socket.create_connection((host, port)) as garbage:
+        garbage.sendall(b"\x16\x03\x01 hello?\r\n\r\n")
+        assert garbage.recv(1024).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert running.calculate(*VALID[:3]).stdout == "-3\n7\n3\n"
+    assert "Traceback" not in "\n".join(running["server"].lines)
