@@ -39,6 +39,7 @@ from resonate.resonate import Resonate
 from resonate.retry import ExponentialBackoff
 
 from resonator.parser import ParseError, parse, render
+from resonator.tree import draw, fetch
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterable
@@ -263,9 +264,22 @@ class Calculator:
             raise ApplicationError(f"id {id} already names another expression: {other}")
         return value
 
+    def tree(self, id: str) -> str:
+        """The promise tree of invocation ``id`` as the server has it now."""
+        self.connected()
+        root = self.call(fetch(self.resonate.promises, id)).result()
+        if root is None:
+            raise ApplicationError(f"there is no promise {id}")
+        return draw(root)
+
     def close(self) -> None:
         self.call(self.resonate.stop()).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def new_id() -> str:
+    """A fresh invocation id: 48 random bits, short enough to read in a tree."""
+    return uuid.uuid4().hex[:12]
 
 
 def find_server(args: argparse.Namespace) -> str | None:
@@ -306,16 +320,26 @@ def compute(calculator: Calculator, text: str, id: str) -> int | None:
     return None
 
 
-def batch(calculator: Calculator, lines: Iterable[str], id: str | None) -> int:
-    """Non-interactive: one value per expression on stdout; 1 if any failed."""
+def show_tree(calculator: Calculator, id: str) -> bool:
+    try:
+        print(calculator.tree(id), flush=True)
+    except ResonateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+    return True
+
+
+def batch(calculator: Calculator, lines: Iterable[str], id: str | None, tree: bool) -> int:
+    """Non-interactive: one value (or tree) per expression on stdout; 1 if any failed."""
     status = 0
     for line in lines:
         if not line.strip():
             continue
-        value = compute(calculator, line.rstrip("\n"), id or str(uuid.uuid4()))
-        if value is None:
+        invocation = id or new_id()
+        value = compute(calculator, line.rstrip("\n"), invocation)
+        if value is None or (tree and not show_tree(calculator, invocation)):
             status = 1
-        else:
+        elif not tree:
             print(value, flush=True)
     return status
 
@@ -325,23 +349,34 @@ def interactive(calculator: Calculator) -> int:
     import readline  # noqa: F401  (gives input() line editing and history)
 
     print("Resonator: every step of every calculation is a durable promise.")
-    print("Type an expression such as (1 + 2) * (3 - 4); Ctrl-D quits.\n")
+    print("Type an expression such as (1 + 2) * (3 - 4), or :tree to see the promises")
+    print("of the last one (:tree ID for any other). Ctrl-D quits.\n")
+    id = ""
     while True:
         try:
-            text = input("❯ ")
+            text = input("❯ ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        if not text.strip():
+        if text.startswith(":"):
+            command, _, argument = text.partition(" ")
+            if command != ":tree":
+                print(f"unknown command {command}: the one command is :tree [ID]")
+            elif argument or id:
+                show_tree(calculator, argument.strip() or id)
+            else:
+                print(":tree shows the last computation, and there is none yet: try :tree ID")
             continue
-        id = str(uuid.uuid4())
+        if not text:
+            continue
+        id = new_id()
         try:
             value = compute(calculator, text, id)
         except KeyboardInterrupt:
             print(f"\nstopped waiting; the computation goes on as {id}\n")
             continue
         if value is not None:
-            print(f"\n{text.strip()}\n= {value}\n")
+            print(f"\n{text}\n= {value}\n")
 
 
 def prompt(args: argparse.Namespace) -> int:
@@ -352,11 +387,13 @@ def prompt(args: argparse.Namespace) -> int:
         print("embedded: no Resonate server, running everything in this process", file=sys.stderr)
     calculator = Calculator(url)
     try:
+        if args.tree and args.id and not args.expressions:
+            return 0 if show_tree(calculator, args.id) else 1
         if args.expressions:
-            return batch(calculator, args.expressions, args.id)
+            return batch(calculator, args.expressions, args.id, args.tree)
         if sys.stdin.isatty():
             return interactive(calculator)
-        return batch(calculator, sys.stdin, args.id)
+        return batch(calculator, sys.stdin, args.id, args.tree)
     finally:
         calculator.close()
 
@@ -379,10 +416,16 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     cli.add_argument("--id", help="name the durable invocation (one expression only)")
     cli.add_argument(
+        "--tree",
+        action="store_true",
+        help="print each computation's promise tree instead of its value; "
+        "with --id and no EXPR, the tree of that invocation as it stands",
+    )
+    cli.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v: trace lines; -vv: debug log"
     )
     args = cli.parse_args(argv)
-    if args.id and len(args.expressions) != 1:
+    if args.id and not (len(args.expressions) == 1 or (args.tree and not args.expressions)):
         cli.error("--id names one invocation: give exactly one EXPR with it")
     if os.environ.get("GRP") and (args.expressions or args.id or args.local):
         cli.error("a worker (GRP set) takes no expressions, --id or --local")

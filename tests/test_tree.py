@@ -1,0 +1,104 @@
+"""The promise tree: read back from the server, node for node."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from typing import TYPE_CHECKING
+
+from hypothesis import given, settings
+
+from resonator.parser import Expr, parse, render
+from resonator.tree import Node, draw, fetch
+from tests.conftest import embedded, oracle, trees
+
+if TYPE_CHECKING:
+    from tests.processes import Topology
+
+
+def expected(expr: Expr, id: str, where: str) -> Node:
+    """The node ``"="`` must leave behind for ``expr``, built from the parse alone."""
+    node = Node(id, f"= {render(expr)}", where, "resolved", oracle(render(expr)))
+    match expr:
+        case (op, lhs, rhs):
+            sep = "." if ":" in id else ":"
+            node.children = [
+                expected(lhs, f"{id}{sep}1", "exp/lhs"),
+                expected(rhs, f"{id}{sep}2", "exp/rhs"),
+                Node(
+                    f"{id}{sep}3",
+                    f"{op} {oracle(render(lhs))} {oracle(render(rhs))}",
+                    "ops",
+                    "resolved",
+                    node.value,
+                ),
+            ]
+    return node
+
+
+async def computed_tree(text: str) -> Node | None:
+    async with embedded() as resonate:
+        await resonate.run("calc", "=", parse(text)).result()
+        return await fetch(resonate.promises, "calc")
+
+
+def test_the_articles_tree_has_ten_nodes_with_their_values() -> None:
+    tree = asyncio.run(computed_tree("(1 + 2) * (3 - 4)"))
+    assert tree == expected(parse("(1 + 2) * (3 - 4)"), "calc", "root")
+    assert draw(tree).splitlines() == [
+        "calc              = (1 + 2) * (3 - 4)  root     resolved  -3",
+        "├── calc:1        = 1 + 2              exp/lhs  resolved  3",
+        "│   ├── calc:1.1  = 1                  exp/lhs  resolved  1",
+        "│   ├── calc:1.2  = 2                  exp/rhs  resolved  2",
+        "│   └── calc:1.3  + 1 2                ops      resolved  3",
+        "├── calc:2        = 3 - 4              exp/rhs  resolved  -1",
+        "│   ├── calc:2.1  = 3                  exp/lhs  resolved  3",
+        "│   ├── calc:2.2  = 4                  exp/rhs  resolved  4",
+        "│   └── calc:2.3  - 3 4                ops      resolved  -1",
+        "└── calc:3        * 3 -1               ops      resolved  -3",
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(trees)
+def test_every_tree_matches_its_expression(expr: Expr) -> None:
+    assert asyncio.run(computed_tree(render(expr))) == expected(expr, "calc", "root")
+
+
+def test_an_unknown_id_has_no_tree() -> None:
+    async def scenario() -> Node | None:
+        async with embedded() as resonate:
+            return await fetch(resonate.promises, "nothing")
+
+    assert asyncio.run(scenario()) is None
+
+
+def test_the_tree_shows_where_a_computation_waits_for_a_dead_worker(
+    topology: Topology,
+) -> None:
+    topology["lhs"].signal(signal.SIGKILL)
+    topology["lhs"].wait_closed()
+    prompt = topology.prompt("--id", "held", "(1 + 2) * (3 - 4)")
+    # exp/rhs has run what it was given; everything else waits for exp/lhs.
+    topology["rhs"].wait_for(r"= 4  \[held:2\.2\]")
+    shown = topology.calculate("--tree", "--id", "held")
+    assert shown.returncode == 0, shown.stderr
+    rows = {
+        re.sub(r"^[│├└─ ]+", "", row).split()[0]: row.split() for row in shown.stdout.splitlines()
+    }
+    assert rows["held"][-1] == "pending"
+    assert rows["held:1"][-2:] == ["exp/lhs", "pending"]
+    assert rows["held:2"][-2:] == ["exp/rhs", "pending"]
+    assert rows["held:2.1"][-2:] == ["exp/lhs", "pending"]
+    assert rows["held:2.2"][-3:] == ["exp/rhs", "resolved", "4"]
+    assert "held:1.1" not in rows  # exp/lhs never got to dispatch it
+    assert prompt.popen.poll() is None
+    topology.worker("exp", "lhs")
+    assert prompt.wait_for(r"^-?\d+$").group(0) == "-3"
+
+
+def test_the_tree_of_nothing_is_one_error_line(topology: Topology) -> None:
+    done = topology.calculate("--tree", "--id", "no-such-id")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines()[-1] == "error: there is no promise no-such-id"
