@@ -2,9 +2,10 @@
 
 The protocol logic is none of ours: every request is applied to the SDK's own
 model of the server, ``resonate.connections.local.ServerState``, the one its
-in-process connection runs on. This module only puts that model behind the
-HTTP protocol the real server speaks, so the SDK's HTTP and SSE clients talk
-to it unchanged:
+in-process connection runs on. (One lookup is indexed, see ``BranchIndex``;
+its answers are unchanged.) This module only puts that model behind the HTTP
+protocol the real server speaks, so the SDK's HTTP and SSE clients talk to it
+unchanged:
 
 - ``POST /`` takes a request envelope and answers with a response envelope;
 - ``GET /poll/{group}/{pid}`` streams the messages addressed to that process
@@ -24,12 +25,13 @@ import logging
 import signal
 import sys
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 from resonate.connections import local
 from resonate.connections.local import (
+    DurablePromise,
     OutgoingMessage,
     ServerState,
     unwrap_request_envelope,
@@ -50,9 +52,46 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 type Stream = asyncio.Queue[bytes | None]
 
 
+class BranchIndex(dict[str, DurablePromise]):
+    """The model's promises by id, also listed by their ``resonate:branch`` tag.
+
+    Every task the model hands out carries a preload: the promises on the
+    same branch. The model finds them by scanning every promise it holds, so
+    each step got slower as promises piled up (it was most of the stand-in's
+    time after a few thousand). Tags never change once a promise exists, so
+    this index gives the same list, in the same order, at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branches: dict[str | None, list[str]] = defaultdict(list)
+
+    def __setitem__(self, id: str, promise: DurablePromise) -> None:
+        if id not in self:
+            self.branches[promise.tags.get("resonate:branch")].append(id)
+        super().__setitem__(id, promise)
+
+
+class IndexedServerState(ServerState):
+    def __init__(self) -> None:
+        super().__init__()
+        self.promises: BranchIndex = BranchIndex()
+
+    def preload(self, promise_id: str) -> list[dict[str, Any]]:
+        promise = self.promises.get(promise_id)
+        branch = promise.tags.get("resonate:branch") if promise else None
+        if branch is None:
+            return []
+        return [
+            self.promises[id].to_record()
+            for id in self.promises.branches[branch]
+            if id != promise_id
+        ]
+
+
 class DevServer:
     def __init__(self) -> None:
-        self.state = ServerState()
+        self.state = IndexedServerState()
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
 
@@ -168,7 +207,7 @@ class DevServer:
 
 
 async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(DevServer().app(), handler_cancellation=True)
+    runner = web.AppRunner(DevServer().app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
+from resonate.connections.local import ServerState
 
-from resonator.devserver import DevServer
+from resonator.devserver import DevServer, IndexedServerState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -175,3 +176,14 @@ def test_a_lapsed_lease_is_delivered_again() -> None:
             assert (await next_message(lhs))["data"]["task"] == {"id": "job", "version": 1}
 
     asyncio.run(scenario())
+
+
+def test_the_branch_index_answers_as_the_models_scan_does() -> None:
+    state = IndexedServerState()
+    for id, branch in [("a", "a"), ("a:1", "a"), ("a:2", "a:2"), ("a:2.1", "a:2"), ("b", "b")]:
+        request = create(id, "poll://any@nobody")["data"]
+        request["tags"]["resonate:branch"] = branch
+        state.apply(0, {"kind": "promise.create", **request})
+    for id in ["a", "a:1", "a:2", "a:2.1", "b", "missing"]:
+        assert state.preload(id) == ServerState.preload(state, id)
+    assert [p["id"] for p in state.preload("a")] == ["a:1"]
