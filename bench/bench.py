@@ -223,7 +223,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
                     label=f"{shape}, {mode}",
                 )
     axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
     axes.set_yscale("log")
     axes.set_xlabel("operators in the expression")
     axes.set_ylabel("p50 latency (ms)")
