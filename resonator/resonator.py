@@ -121,7 +121,17 @@ class Worker:
 
     @classmethod
     def from_env(cls, name: str) -> Worker:
-        return cls(name, float(os.environ.get("RESONATOR_OP_DELAY") or 0))
+        return cls(name, seconds("RESONATOR_OP_DELAY") or 0.0)
+
+
+def seconds(name: str) -> float | None:
+    """The environment variable ``name`` as seconds; None when unset."""
+    if not (text := os.environ.get(name)):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise SystemExit(f"resonator: {name} must be a number of seconds, not {text!r}") from None
 
 
 def connect(url: str | None, group: str, pid: str, worker: Worker) -> Resonate:
@@ -131,11 +141,11 @@ def connect(url: str | None, group: str, pid: str, worker: Worker) -> Resonate:
     is delivered to this process. Call ``start()`` on the result, inside a
     running event loop.
     """
-    ttl = os.environ.get("RESONATOR_TTL")
+    ttl = seconds("RESONATOR_TTL")
     options: dict[str, Any] = {
         "group": group,
         "pid": pid,
-        "ttl": timedelta(seconds=float(ttl)) if ttl else None,
+        "ttl": timedelta(seconds=ttl) if ttl else None,
         "autostart": False,
     }
     if url is None:
@@ -207,6 +217,12 @@ async def serve(url: str, group: str, pid: str) -> None:
             log.info("worker started: group=%s pid=%s", group, pid)
             await stop.wait()
     finally:
+        # The SDK closes its connections before it waits for the work in
+        # hand, so a task still running cannot report and the SDK logs
+        # errors for it. That is the expected outcome, not a fault: its lease
+        # lapses and the server gives the task to the next worker.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("resonate").setLevel(logging.CRITICAL)
         await resonate.stop()
     log.info("worker stopped: group=%s pid=%s", group, pid)
 
@@ -228,7 +244,6 @@ class Calculator:
     """
 
     def __init__(self, url: str | None) -> None:
-        self.url = url
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.link = ServerLink(url).attach() if url else None
@@ -463,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         return prompt(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        log.debug("resonator failed", exc_info=True)
+        print(f"resonator: {type(error).__name__}: {error} (-vv shows more)", file=sys.stderr)
+        return 1
 
 
 def cli() -> None:

@@ -90,3 +90,18 @@ def test_nonsense_never_shows_a_traceback(text: str) -> None:
     done = resonator("--local", stdin=text + "\n1\n")
     assert done.stdout == "1\n"
     assert "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_is_one_clean_line() -> None:
+    env_done = subprocess.run(
+        [sys.executable, "-m", "resonator", "--local", "1 + 1"],
+        env={**os.environ, "RESONATOR_TTL": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert env_done.returncode == 1
+    assert env_done.stderr.splitlines()[-1] == (
+        "resonator: RESONATOR_TTL must be a number of seconds, not 'soon'"
+    )
