@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: make the tests' process harness importable
 
-from resonator.resonator import ServerLink, Worker, connect  # noqa: E402
+from resonator.resonator import ServerLink, Worker, calculate, connect  # noqa: E402
 from resonator.tree import Node, fetch  # noqa: E402
 from tests.processes import Topology  # noqa: E402
 
@@ -82,7 +82,7 @@ class Client:
         self.n += 1
         id = f"bench-{self.mode}-{self.n}"
         start = time.perf_counter()
-        await self.resonate.run(id, "=", expr).result()
+        await calculate(self.resonate, id, expr).result()
         return id, time.perf_counter() - start
 
     async def latencies(self, expr: Expr, runs: int, warmup: int) -> list[float]:

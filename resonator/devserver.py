@@ -207,17 +207,16 @@ class DevServer:
 
 
 async def serve(host: str, port: int) -> None:
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     runner = web.AppRunner(DevServer().app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        await web.TCPSite(runner, host, port).start()
         # The bound address, so that --port 0 tells what it got.
         bound_host, bound_port = runner.addresses[0][:2]
         print(f"resonator-devserver listening on http://{bound_host}:{bound_port}", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from resonate.context import Context
+    from resonate.handle import ResonateHandle
 
     # Known to the type checker only. Left unresolved at run time, the SDK
     # hands "=" its argument as decoded from JSON (lists where the tree had
@@ -58,6 +59,7 @@ log = logging.getLogger("resonator")
 LHS = "poll://uni@exp/lhs"  # the one process with pid lhs in group exp
 RHS = "poll://uni@exp/rhs"
 OPS = "ops"  # any one process of group ops
+EXP = "exp"  # any one process of group exp
 DEFAULT_URL = "http://localhost:8001"
 
 
@@ -167,6 +169,16 @@ def connect(url: str | None, group: str, pid: str, worker: Worker) -> Resonate:
     return resonate
 
 
+def calculate(resonate: Resonate, id: str, expr: Expr) -> ResonateHandle[int]:
+    """Start the durable computation ``id`` of ``expr``, or attach to it.
+
+    The root's first run happens in this process. Each later run (a replay
+    once a child settles, or the rerun when this process dies) goes to any
+    exp worker: a root belongs to no prompt, so no prompt waits on another's.
+    """
+    return resonate.options(target=EXP).run(id, "=", expr)
+
+
 class ServerLink(logging.Handler):
     """Follows the SDK's connection log: one line per outage, and an event.
 
@@ -248,8 +260,6 @@ class Calculator:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.link = ServerLink(url).attach() if url else None
         worker = Worker.from_env("prompt" if url else "embedded")
-        # The root "=" runs here, so a root whose prompt died is delivered to
-        # whichever prompt is next started: any member of group "prompt".
         self.resonate = connect(url, "prompt", uuid.uuid4().hex[:8], worker)
         self.call(self._start()).result()
 
@@ -270,7 +280,7 @@ class Calculator:
         return self.call(self._evaluate(expr, id)).result()
 
     async def _evaluate(self, expr: Expr, id: str) -> int:
-        value: int = await self.resonate.run(id, "=", expr).result()
+        value = await calculate(self.resonate, id, expr).result()
         # An id that already exists is attached to, whatever it computes, so
         # a reused id must name the same expression to answer this one.
         stored = (await self.resonate.promises.get(id)).param.data

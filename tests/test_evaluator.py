@@ -8,7 +8,7 @@ import logging
 import pytest
 from hypothesis import given, settings
 
-from resonator.parser import Expr, parse, render
+from resonator.parser import MAX_LENGTH, Expr, parse, render
 from tests.conftest import embedded, oracle, trees
 
 
@@ -40,6 +40,13 @@ async def evaluate(*texts: str) -> list[int]:
 )
 def test_values(text: str, value: int) -> None:
     assert asyncio.run(evaluate(text)) == [value]
+
+
+def test_the_longest_numbers_the_parser_allows_still_cross_between_processes() -> None:
+    # Values travel as JSON, which cannot carry ints past 4300 digits; the
+    # parser's length limit keeps every result below that.
+    nines = "9" * ((MAX_LENGTH - 3) // 2)
+    assert asyncio.run(evaluate(f"{nines} * {nines}")) == [int(nines) ** 2]
 
 
 def test_the_articles_examples_at_once() -> None:

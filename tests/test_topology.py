@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING
 
+import pytest
+
 from resonator.parser import Expr, parse, render
 from tests.conftest import oracle
 from tests.processes import Topology, python
@@ -32,15 +34,15 @@ def expected_steps(expr: Expr, id: str) -> Iterator[tuple[str, str, str]]:
 
 
 def steps_run(topology: Topology) -> set[tuple[str, str, str]]:
-    """What the workers say they ran, with ``ops/<pid>`` shortened to ``ops``."""
+    """What the workers say they ran below the roots, ``ops/<pid>`` shortened to ``ops``."""
     return {
         (
             trace["who"].split("/")[0] if trace["who"].startswith("ops/") else trace["who"],
             trace["what"],
             trace["id"],
         )
-        for name in ("lhs", "rhs", "ops")
-        for trace in topology[name].traces()
+        for trace in topology.traces("lhs", "rhs", "ops")
+        if ":" in trace["id"]
     }
 
 
@@ -55,6 +57,9 @@ def test_left_operands_run_on_lhs_right_on_rhs_operators_on_ops(topology: Topolo
     }
     # Replays of "=" repeat lines, so compare as sets: nothing missing, nothing misplaced.
     assert steps_run(topology) == expected
+    # A root runs first in the prompt; its replays are any exp worker's.
+    roots = {t["who"] for t in topology.traces("lhs", "rhs", "ops") if ":" not in t["id"]}
+    assert roots <= {"exp/lhs", "exp/rhs"}
 
 
 def test_two_prompts_at_once(topology: Topology) -> None:
@@ -96,3 +101,12 @@ def test_workers_stop_cleanly_on_ctrl_c_and_sigterm(topology: Topology) -> None:
         assert topology[name].wait_closed() == 0
         assert topology[name].lines[-1].startswith("worker stopped:")
         assert not any("Traceback" in line for line in topology[name].lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_stand_in_stops_cleanly(sig: signal.Signals) -> None:
+    with Topology() as topology:
+        server = topology.server()
+        server.signal(sig)
+        assert server.wait_closed() == 0
+        assert not any("Traceback" in line for line in server.lines)
