@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -229,14 +230,21 @@ async def serve(url: str, group: str, pid: str) -> None:
             log.info("worker started: group=%s pid=%s", group, pid)
             await stop.wait()
     finally:
-        # The SDK closes its connections before it waits for the work in
-        # hand, so a task still running cannot report and the SDK logs
-        # errors for it. That is the expected outcome, not a fault: its lease
-        # lapses and the server gives the task to the next worker.
-        if not log.isEnabledFor(logging.DEBUG):
-            logging.getLogger("resonate").setLevel(logging.CRITICAL)
-        await resonate.stop()
+        await shut_down(resonate)
     log.info("worker stopped: group=%s pid=%s", group, pid)
+
+
+async def shut_down(resonate: Resonate) -> None:
+    """Stop the client, letting go of whatever task is still running here.
+
+    The SDK closes its connections before it waits for the work in hand, so
+    a task still running cannot report, and the SDK logs errors for it. That
+    is the expected outcome, not a fault: the task's lease lapses and the
+    server gives it to the next worker.
+    """
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("resonate").setLevel(logging.CRITICAL)
+    await resonate.stop()
 
 
 async def first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, Any]) -> bool:
@@ -298,7 +306,10 @@ class Calculator:
         return draw(root)
 
     def close(self) -> None:
-        self.call(self.resonate.stop()).result(timeout=10)
+        # A slow operator still running here (embedded) holds the stop up;
+        # it has nobody to answer, so the wait is short.
+        with contextlib.suppress(TimeoutError):
+            self.call(shut_down(self.resonate)).result(timeout=2)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
@@ -376,7 +387,7 @@ def interactive(calculator: Calculator) -> int:
     print("Resonator: every step of every calculation is a durable promise.")
     print("Type an expression such as (1 + 2) * (3 - 4), or :tree to see the promises")
     print("of the last one (:tree ID for any other). Ctrl-D quits.\n")
-    id = ""
+    last = ""  # the id of the last computation started, for :tree
     while True:
         try:
             text = input("❯ ").strip()
@@ -387,8 +398,8 @@ def interactive(calculator: Calculator) -> int:
             command, _, argument = text.partition(" ")
             if command != ":tree":
                 print(f"unknown command {command}: the one command is :tree [ID]")
-            elif argument or id:
-                show_tree(calculator, argument.strip() or id)
+            elif argument or last:
+                show_tree(calculator, argument.strip() or last)
             else:
                 print(":tree shows the last computation, and there is none yet: try :tree ID")
             continue
@@ -399,9 +410,11 @@ def interactive(calculator: Calculator) -> int:
             value = compute(calculator, text, id)
         except KeyboardInterrupt:
             print(f"\nstopped waiting; the computation goes on as {id}\n")
+            last = id
             continue
         if value is not None:
             print(f"\n{text}\n= {value}\n")
+            last = id
 
 
 def prompt(args: argparse.Namespace) -> int:

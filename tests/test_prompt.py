@@ -1,0 +1,104 @@
+"""The interactive ❯ prompt, driven through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Self
+
+from tests.processes import ROOT, WAIT
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+class Terminal:
+    """``resonator --local`` with a pty as its controlling terminal.
+
+    Keys go in as a person types them: Ctrl-C is ``\\x03``, which the
+    terminal turns into SIGINT, and Ctrl-D is ``\\x04``.
+    """
+
+    def __init__(self, *args: str, **env: str) -> None:
+        self.fd, child = os.openpty()
+        # setsid --ctty: a session of its own, with the pty as its terminal.
+        self.process = subprocess.Popen(
+            ["setsid", "--ctty", sys.executable, "-m", "resonator", "--local", *args],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            cwd=ROOT,
+            env={**os.environ, "TERM": "dumb", **env},
+        )
+        os.close(child)
+        # A read can end inside a character (❯ is three bytes): decode across reads.
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.screen = ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(WAIT)
+        os.close(self.fd)
+
+    def type(self, keys: str) -> None:
+        os.write(self.fd, keys.encode())
+
+    def wait_for(self, text: str) -> str:
+        """Everything on screen up to ``text``, once it has been printed."""
+        deadline = time.monotonic() + WAIT
+        while text not in self.screen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise AssertionError(f"never printed {text!r}; the screen:\n{self.screen}")
+            try:
+                self.screen += self.decoder.decode(os.read(self.fd, 4096))
+            except OSError:  # the process has gone and closed its side
+                raise AssertionError(f"exited before {text!r}:\n{self.screen}") from None
+        shown, _, self.screen = self.screen.partition(text)
+        return shown + text
+
+    def exit_status(self) -> int:
+        return self.process.wait(WAIT)
+
+
+def test_a_session_at_the_prompt() -> None:
+    with Terminal() as terminal:
+        terminal.wait_for("❯ ")
+        terminal.type("(1 + 2) * (3 - 4)\r")
+        assert "(1 + 2) * (3 - 4)\r\n= -3" in terminal.wait_for("❯ ")
+        terminal.type("(1\r")
+        screen = terminal.wait_for("❯ ")
+        assert "syntax error: '(' is never closed\r\n  (1\r\n  ^" in screen
+        terminal.type(":tree\r")
+        assert "resolved  -3" in terminal.wait_for("❯ ")
+        terminal.type("\x04")  # Ctrl-D
+        assert terminal.exit_status() == 0
+        assert "Traceback" not in terminal.screen
+
+
+def test_ctrl_c_stops_waiting_then_quits() -> None:
+    with Terminal("-v", RESONATOR_OP_DELAY="30") as terminal:
+        terminal.wait_for("❯ ")
+        terminal.type("6 * 7\r")
+        terminal.wait_for("embedded: * 6 7")  # the operator has started
+        terminal.type("\x03")  # Ctrl-C while it takes its time
+        screen = terminal.wait_for("❯ ")
+        assert "stopped waiting; the computation goes on as " in screen
+        terminal.type(":tree\r")
+        assert "pending" in terminal.wait_for("❯ ")
+        terminal.type("\x03")  # Ctrl-C at the prompt
+        assert terminal.exit_status() == 0
+        assert "Traceback" not in terminal.screen
