@@ -127,6 +127,10 @@ class Process:
         return [m for line in list(self.lines) if (m := TRACE.match(line))]
 
 
+def started(worker: Process, group: str, pid: str) -> None:
+    worker.wait_for(f"^worker started: group={group} pid={pid}$")
+
+
 class Topology:
     """A Resonate server and the processes around it, all on loopback."""
 
@@ -195,16 +199,17 @@ class Topology:
     def worker(self, group: str, pid: str, wait: bool = True, **env: str) -> Process:
         process = self.start(pid, python("-m", "resonator"), {"GRP": group, "PID": pid, **env})
         if wait:
-            process.wait_for(f"^worker started: group={group} pid={pid}$")
+            started(process, group, pid)
         return process
 
     def standard(self) -> Self:
         """The article's setup: a server, exp/lhs, exp/rhs and one ops worker."""
         self.server()
-        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
-            self.worker(group, pid, wait=False)
-        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
-            self.processes[pid].wait_for(f"^worker started: group={group} pid={pid}$")
+        # All three start at once; then each is awaited.
+        workers = [("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")]
+        processes = [self.worker(group, pid, wait=False) for group, pid in workers]
+        for process, (group, pid) in zip(processes, workers, strict=True):
+            started(process, group, pid)
         return self
 
     def prompt(self, *args: str, name: str = "prompt", stdin: bool = False, **env: str) -> Process:

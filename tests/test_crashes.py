@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.processes import Process, Topology, free_port
+from tests.processes import Process, Topology, free_port, started
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -140,5 +140,5 @@ def test_8_a_worker_started_before_the_server_connects_when_it_appears() -> None
         worker = topology.worker("exp", "lhs", wait=False)
         worker.wait_for("^cannot reach the Resonate server at")
         topology.server()
-        worker.wait_for("^worker started: group=exp pid=lhs$")
+        started(worker, "exp", "lhs")
         assert sum("cannot reach" in line for line in worker.lines) == 1
