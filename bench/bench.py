@@ -24,12 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: make the tests' process harness importable
+from resonator.connections import Link
+from resonator.processes import Topology
+from resonator.resonator import calculate, connect
+from resonator.trace import Process
+from resonator.tree import Node, fetch
 
-from resonator.resonator import ServerLink, Worker, calculate, connect  # noqa: E402
-from resonator.tree import Node, fetch  # noqa: E402
-from tests.processes import Topology  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
     from resonate.resonate import Resonate
@@ -124,8 +125,8 @@ def percentile(samples: list[float], p: float) -> float:
 async def measure(
     topology: Topology, workloads: dict[str, Expr], runs: int, flights: list[int], memory: int
 ) -> dict[str, Any]:
-    link = ServerLink(topology.url).attach()
-    distributed = connect(topology.url, "prompt", "bench", Worker("prompt"))
+    link = Link(topology.url)
+    distributed = connect(topology.url, "prompt", "bench", Process("prompt"), link=link)
     distributed.start()
     await link.up.wait()
     remote = Client(distributed, "distributed")
@@ -137,7 +138,7 @@ async def measure(
             # A fresh in-process server for each workload: the SDK's model
             # slows down as promises pile up (see the README), and the
             # embedded numbers should not depend on the workloads before.
-            embedded = connect(None, "prompt", "bench", Worker("embedded"))
+            embedded = connect(None, "prompt", "bench", Process("embedded"))
             embedded.start()
             try:
                 local = Client(embedded, "embedded")

@@ -1,3 +1,3 @@
-from resonator.resonator import cli
+from resonator.resonator import run
 
-cli()
+run()

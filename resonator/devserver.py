@@ -2,8 +2,8 @@
 
 The protocol logic is none of ours: every request is applied to the SDK's own
 model of the server, ``resonate.connections.local.ServerState``, the one its
-in-process connection runs on. (One lookup is indexed, see ``BranchIndex``;
-its answers are unchanged.) This module only puts that model behind the HTTP
+in-process connection runs on (indexed, see ``model.py``; its answers are
+unchanged). This module only puts that model behind the HTTP
 protocol the real server speaks, so the SDK's HTTP and SSE clients talk to it
 unchanged:
 
@@ -25,20 +25,20 @@ import logging
 import signal
 import sys
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
 from resonate.connections import local
 from resonate.connections.local import (
-    DurablePromise,
     OutgoingMessage,
-    ServerState,
     unwrap_request_envelope,
     wrap_response_envelope,
 )
 from resonate.error import ServerError
 from resonate.timing import now_ms
+
+from resonator.model import IndexedServerState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -50,43 +50,6 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 # A connected process: the queue its stream writes out, None to end it.
 type Stream = asyncio.Queue[bytes | None]
-
-
-class BranchIndex(dict[str, DurablePromise]):
-    """The model's promises by id, also listed by their ``resonate:branch`` tag.
-
-    Every task the model hands out carries a preload: the promises on the
-    same branch. The model finds them by scanning every promise it holds, so
-    each step got slower as promises piled up (it was most of the stand-in's
-    time after a few thousand). Tags never change once a promise exists, so
-    this index gives the same list, in the same order, at once.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.branches: dict[str | None, list[str]] = defaultdict(list)
-
-    def __setitem__(self, id: str, promise: DurablePromise) -> None:
-        if id not in self:
-            self.branches[promise.tags.get("resonate:branch")].append(id)
-        super().__setitem__(id, promise)
-
-
-class IndexedServerState(ServerState):
-    def __init__(self) -> None:
-        super().__init__()
-        self.promises: BranchIndex = BranchIndex()
-
-    def preload(self, promise_id: str) -> list[dict[str, Any]]:
-        promise = self.promises.get(promise_id)
-        branch = promise.tags.get("resonate:branch") if promise else None
-        if branch is None:
-            return []
-        return [
-            self.promises[id].to_record()
-            for id in self.promises.branches[branch]
-            if id != promise_id
-        ]
 
 
 class DevServer:
@@ -148,11 +111,13 @@ class DevServer:
         )
         try:
             await response.prepare(request)
+            log.debug("stream opened: %s/%s", group, pid)
             while (message := await stream.get()) is not None:
                 await response.write(b"data: " + message + b"\n\n")
         except ConnectionError:
-            log.debug("stream %s/%s broke", group, pid)
+            pass
         finally:
+            log.debug("stream closed: %s/%s", group, pid)
             if self.streams[group].get(pid) is stream:
                 del self.streams[group][pid]
         return response
@@ -240,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MS",
         help="resend a task nobody took after this long (default: %(default)s)",
     )
-    cli.add_argument("-v", "--verbose", action="store_true", help="log every dropped message")
+    cli.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log streams opened and closed, and dropped messages",
+    )
     args = cli.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ast
 import operator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import strategies as st
 
-from resonator.resonator import Worker, connect
-from tests.processes import Topology, real_server_command
+from resonator.processes import Topology, real_server_command
+from resonator.resonator import connect
+from resonator.trace import Process
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
     from resonator.parser import Expr
+
+ROOT = Path(__file__).resolve().parent.parent
 
 literals = st.integers(min_value=-(10**30), max_value=10**30)
 trees: st.SearchStrategy[Expr] = st.recursive(
@@ -54,7 +58,7 @@ def oracle(text: str) -> int:
 @asynccontextmanager
 async def embedded(name: str = "embedded") -> AsyncIterator[Resonate]:
     """A started Resonate on the SDK's in-process server, stopped afterwards."""
-    resonate = connect(None, "prompt", "test", Worker(name))
+    resonate = connect(None, "prompt", "test", Process(name))
     resonate.start()
     try:
         yield resonate
@@ -77,3 +81,33 @@ def topology(real_server: str | None) -> Iterator[Topology]:
     """A running server with exp/lhs, exp/rhs and ops; all killed afterwards."""
     with Topology(real_server) as topology:
         yield topology.standard()
+
+
+# ── The long-lived check: started with the session, checked at its end ──────
+
+LONG_LIVED = pytest.StashKey[Topology]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the long-lived processes now, and run their test last.
+
+    So the minutes they must be up pass while the rest of the suite runs.
+    """
+    late = [item for item in items if item.get_closest_marker("long_lived")]
+    if late:
+        items[:] = [item for item in items if item not in late] + late
+        topology = Topology(devserver_args=("-v",))
+        config.stash[LONG_LIVED] = topology
+        topology.standard()
+        topology.prompt(name="prompt", stdin=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if topology := config.stash.get(LONG_LIVED, None):
+        topology.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def long_lived(pytestconfig: pytest.Config) -> Topology:
+    """The article's processes, started when the session began."""
+    return pytestconfig.stash[LONG_LIVED]

@@ -8,18 +8,22 @@ import sys
 
 import pytest
 
+from resonator.processes import free_port
+
 ARTICLE = "(1 + 2) * (3 - 4)\n1 + 2 * 3\n8 - 3 - 2\n-(2 + 3) * 4\n"
 
 
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
+
+
 def resonator(*args: str, stdin: str = "", **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
-    env |= settings
     return subprocess.run(
         [sys.executable, "-m", "resonator", *args],
         input=stdin,
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_environment() | settings,
         timeout=60,
         check=False,
     )
@@ -79,11 +83,120 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_an_id_that_cannot_be_an_id_is_one_clean_line() -> None:
-    done = resonator("--local", "--id", "a:b", "1 + 1")
-    assert done.returncode == 1
-    assert done.stderr.splitlines()[-1].startswith("error: ")
-    assert "Traceback" not in done.stderr
+@pytest.mark.parametrize("id", ["a:b", "x" * 101, "x" * 9000, "a b", "é", "\t"])
+def test_an_id_that_cannot_be_an_id_is_a_usage_error(id: str) -> None:
+    done = resonator("--local", "--id", id, "1 + 1")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "resonator: error: --id takes 1 to 100 printable ASCII characters, without ':' or spaces"
+    )
+
+
+def test_the_longest_id_works() -> None:
+    done = resonator("--local", "--id", "x" * 100, "1 + 1")
+    assert (done.returncode, done.stdout) == (0, "2\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("-5+3", "-2"), ("-(2+3)*4", "-20"), ("---1", "-1"), ("- 4", "-4")]
+)
+def test_an_expression_may_start_with_a_minus(text: str, value: str) -> None:
+    done = resonator("--local", "-v", text, "--id", "neg")
+    assert (done.returncode, done.stdout) == (0, f"{value}\n"), done.stderr
+    assert "neg" in done.stderr  # the options around it still count
+
+
+def test_syntax_errors_show_control_characters_escaped() -> None:
+    done = resonator("--local", stdin="1 + \x00\x1b[31m\n")
+    assert done.stderr.splitlines()[1:] == [
+        "syntax error: unexpected character '\x00': use +, - or *",
+        "  1 + \\x00\\x1b[31m",
+        "      ^",
+    ]
+
+
+def test_the_caret_stands_under_the_character_after_tabs() -> None:
+    done = resonator("--local", stdin="1\t\t+ x\n")
+    echo, caret = done.stderr.splitlines()[2:4]
+    assert "\t" not in echo
+    assert echo[caret.index("^")] == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "under_caret"),
+    [
+        (
+            " + ".join(["1"] * 400) + " + x + " + " + ".join(["2"] * 400),
+            "unexpected character 'x': use +, - or *",
+            "x",
+        ),
+        ("1 + " * 1250, "expression too long: 5000 characters (the limit is 4000)", "1"),
+    ],
+)
+def test_a_long_input_is_shown_as_a_window_around_the_error(
+    text: str, message: str, under_caret: str
+) -> None:
+    done = resonator("--local", text)
+    shown, echo, caret = done.stderr.splitlines()[1:4]
+    assert shown == f"syntax error: {message}"
+    assert len(echo) < 80
+    assert len(caret) < 80
+    assert echo.startswith("  …")
+    assert echo.endswith("…")
+    assert echo[caret.index("^")] == under_caret
+
+
+def test_line_endings_a_byte_order_mark_and_a_line_that_is_not_utf8() -> None:
+    piped = "\ufeff1 + 2\r3 * 4\r\n".encode() + b"\xff\xfe 5\n5 - 1\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "resonator", "--local"],
+        input=piped,
+        capture_output=True,
+        env={**clean_environment(), "LC_ALL": "C", "PYTHONUTF8": "0"},
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, b"3\n12\n4\n")
+    assert done.stderr.splitlines()[1:] == [b"line 3: not UTF-8 text; skipped"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"GRP": "foo"}, "resonator: GRP must be exp or ops, not 'foo'"),
+        ({"GRP": "exp", "PID": "x"}, "resonator: an exp worker's PID must be lhs or rhs, not 'x'"),
+        ({"GRP": "exp"}, "resonator: an exp worker's PID must be lhs or rhs, not None"),
+        (
+            {"RESONATOR_TTL": "soon"},
+            "resonator: RESONATOR_TTL must be a number of seconds, not 'soon'",
+        ),
+        (
+            {"RESONATOR_OP_DELAY": "-1"},
+            "resonator: RESONATOR_OP_DELAY must be a number of seconds, not '-1'",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_a_usage_error(
+    settings: dict[str, str], message: str
+) -> None:
+    done = resonator(**settings)
+    assert (done.returncode, done.stderr) == (2, message + "\n")
+
+
+def test_help_lists_the_environment() -> None:
+    done = resonator("--help")
+    assert done.returncode == 0
+    for variable in ("GRP", "PID", "RESONATE_URL", "RESONATOR_TTL", "RESONATOR_OP_DELAY"):
+        assert f"\n  {variable} " in done.stdout
+
+
+def test_a_server_that_does_not_answer_is_one_line_and_status_1() -> None:
+    done = resonator("--url", f"http://127.0.0.1:{free_port()}", "1 + 2")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(
+        "resonator: cannot reach the Resonate server at http://127.0.0.1:"
+    )
+    assert len(done.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("text", ["", "((((", ")", "1 +* 2", "\x00", "9" * 5000, "é", "1.5"])
@@ -91,11 +204,3 @@ def test_nonsense_never_shows_a_traceback(text: str) -> None:
     done = resonator("--local", stdin=text + "\n1\n")
     assert done.stdout == "1\n"
     assert "Traceback" not in done.stderr
-
-
-def test_a_bad_setting_is_one_clean_line() -> None:
-    done = resonator("--local", "1 + 1", RESONATOR_TTL="soon")
-    assert done.returncode == 1
-    assert done.stderr.splitlines()[-1] == (
-        "resonator: RESONATOR_TTL must be a number of seconds, not 'soon'"
-    )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.processes import Process, Topology, free_port, started
+from resonator.processes import Process, Topology, free_port, started
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

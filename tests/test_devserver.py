@@ -11,7 +11,8 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from resonate.connections.local import ServerState
 
-from resonator.devserver import DevServer, IndexedServerState
+from resonator.devserver import DevServer
+from resonator.model import IndexedServerState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

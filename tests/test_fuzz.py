@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.parser import MAX_DEPTH, MAX_LENGTH, ParseError, parse, render
+from resonator.processes import WAIT, Topology
 from tests.conftest import oracle
-from tests.processes import ROOT, WAIT, Topology
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -93,7 +93,6 @@ def test_the_command_line_answers_every_line_with_a_value_or_an_error() -> None:
         input="".join(f"{t}\n" for t in lines),
         capture_output=True,
         text=True,
-        cwd=ROOT,
         timeout=WAIT * 3,
         check=False,
     )

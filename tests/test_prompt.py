@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Self
 
-from tests.processes import ROOT, WAIT
+from resonator.processes import WAIT
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -31,7 +31,6 @@ class Terminal:
             stdin=child,
             stdout=child,
             stderr=child,
-            cwd=ROOT,
             env={**os.environ, "TERM": "dumb", **env},
         )
         os.close(child)
@@ -102,3 +101,25 @@ def test_ctrl_c_stops_waiting_then_quits() -> None:
         terminal.type("\x03")  # Ctrl-C at the prompt
         assert terminal.exit_status() == 0
         assert "Traceback" not in terminal.screen
+
+
+def test_ctrl_c_at_the_moment_the_prompt_appears_quits_every_time() -> None:
+    # Sent as soon as "❯ " is on screen, when readline may not be waiting for
+    # keys yet. Busy processes widen that gap, as a loaded machine does.
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    statuses = []
+    try:
+        for _ in range(30):
+            with Terminal() as terminal:
+                terminal.wait_for("❯ ")
+                terminal.type("\x03")
+                statuses.append(terminal.exit_status())
+                assert "Traceback" not in terminal.screen
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert statuses == [0] * 30

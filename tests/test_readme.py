@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.processes import ROOT, WAIT
+from resonator.processes import WAIT
+from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = list(re.finditer(r"^```(\w*)\n(.*?)^```$", README, re.MULTILINE | re.DOTALL))

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.parser import Expr, parse, render
+from resonator.processes import Topology, python
 from tests.conftest import oracle
-from tests.processes import Topology, python
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,7 +14,7 @@ from resonator.tree import Node, draw, fetch
 from tests.conftest import embedded, oracle, trees
 
 if TYPE_CHECKING:
-    from tests.processes import Topology
+    from resonator.processes import Topology
 
 
 def expected(expr: Expr, id: str, where: str) -> Node:

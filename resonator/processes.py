@@ -1,12 +1,14 @@
-"""Real processes for the tests: loopback only, read line by line, always killed.
+"""Real processes on loopback, for the tests, the benchmark and the demo.
 
-Readiness and progress are awaited as printed lines (``wait_for``), never by
-sleeping. Every wait is bounded, and ``Topology`` kills everything it started
-when its ``with`` block ends, whether or not the test passed.
+Each child's output is read line by line as it is printed. Readiness and
+progress are awaited as printed lines (``wait_for``), never by sleeping.
+Every wait is bounded, and ``Topology`` kills everything it started when its
+``with`` block ends, however it ends.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -18,13 +20,13 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("resonator.processes")
+
 WAIT = 60.0  # seconds; generous, since CI machines are slow and noisy
 TRACE = re.compile(r"^(?P<who>\S+): (?P<what>[-+*=] .*)  \[(?P<id>\S+)\]$")
 
@@ -58,7 +60,6 @@ class Process:
         self.name = name
         self.popen = subprocess.Popen(
             args,
-            cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -115,7 +116,7 @@ class Process:
         return returncode
 
     def signal(self, sig: int) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] sending {signal.Signals(sig).name} to {self.name}")
+        log.info("sending %s to %s", signal.Signals(sig).name, self.name)
         self.popen.send_signal(sig)
 
     def kill(self) -> None:
@@ -145,6 +146,7 @@ class Topology:
         self.history: list[Process] = []  # every one ever started
         self.port = 0
         self.url = ""
+        self.started = time.monotonic()
 
     def __enter__(self) -> Self:
         return self
@@ -220,7 +222,6 @@ class Topology:
     def calculate(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             python("-m", "resonator", "--url", self.url, *args),
-            cwd=ROOT,
             env=self.env | env,
             capture_output=True,
             text=True,

@@ -1,0 +1,143 @@
+"""The command line: arguments, the environment's settings, and logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import uuid
+from dataclasses import dataclass
+
+DEFAULT_URL = "http://localhost:8001"
+GROUPS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
+ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
+# argparse takes any word that starts with '-' for an option, but '-5 + 3' and
+# '-(2 + 3)' are expressions: they are marked before parsing, unmarked after.
+NOT_AN_OPTION = "\x00"
+LOOKS_NEGATIVE = re.compile(r"-+[\d(\s]")
+
+ENVIRONMENT = f"""\
+environment:
+  GRP                 run as a worker of this group: exp or ops (unset: the prompt)
+  PID                 the worker's pid: lhs or rhs for exp; any for ops (default: random)
+  RESONATE_URL        the Resonate server, as --url (default: {DEFAULT_URL}
+                      if it answers, else embedded)
+  RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
+                      worker goes to another (default: the SDK's, 60)
+  RESONATOR_OP_DELAY  seconds each operator takes, to leave time for a crash (default: 0)
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment says this process is."""
+
+    group: str | None  # None: the prompt
+    pid: str
+    url: str | None  # None: the default, or embedded if nothing answers there
+    ttl: float | None  # None: the SDK's
+    op_delay: float
+
+
+def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    cli = argparse.ArgumentParser(
+        prog="resonator",
+        description="A distributed calculator on durable promises. With GRP set it is a "
+        "worker; otherwise the prompt: give expressions as arguments, pipe them in, "
+        "or type them at the ❯ prompt.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_argument("expressions", nargs="*", metavar="EXPR", help="evaluate these and exit")
+    where = cli.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="run embedded, without a server")
+    where.add_argument("--url", help="the Resonate server (default: RESONATE_URL)")
+    cli.add_argument("--id", help="name the durable invocation (one expression only)")
+    cli.add_argument(
+        "--tree",
+        action="store_true",
+        help="print each computation's promise tree instead of its value; "
+        "with --id and no EXPR, the tree of that invocation as it stands",
+    )
+    cli.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: trace lines; -vv: debug log"
+    )
+    words = sys.argv[1:] if argv is None else argv
+    marked = [NOT_AN_OPTION + w if LOOKS_NEGATIVE.match(w) else w for w in words]
+    args = cli.parse_args(marked)
+    args.expressions = [e.removeprefix(NOT_AN_OPTION) for e in args.expressions]
+    if args.id is not None:
+        args.id = args.id.removeprefix(NOT_AN_OPTION)
+        if not ID.fullmatch(args.id):
+            cli.error("--id takes 1 to 100 printable ASCII characters, without ':' or spaces")
+    if args.id and not (len(args.expressions) == 1 or (args.tree and not args.expressions)):
+        cli.error("--id names one invocation: give exactly one EXPR with it")
+    settings = environment(args.url)
+    if settings.group and (args.expressions or args.id or args.local or args.tree):
+        cli.error("a worker (GRP set) takes no expressions, --id, --tree or --local")
+    return args, settings
+
+
+def environment(url: str | None) -> Settings:
+    group = os.environ.get("GRP") or None
+    pid = os.environ.get("PID") or None
+    if group is not None:
+        if group not in GROUPS:
+            usage(f"GRP must be exp or ops, not {group!r}")
+        pids = GROUPS[group]
+        if pids and pid not in pids:
+            usage(f"an exp worker's PID must be lhs or rhs, not {pid!r}")
+    return Settings(
+        group=group,
+        pid=pid or uuid.uuid4().hex[:8],
+        url=url or os.environ.get("RESONATE_URL") or None,
+        ttl=seconds("RESONATOR_TTL"),
+        op_delay=seconds("RESONATOR_OP_DELAY") or 0.0,
+    )
+
+
+def seconds(name: str) -> float | None:
+    """The environment variable ``name`` as seconds; None when unset."""
+    if not (text := os.environ.get(name)):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 10**6:
+        usage(f"{name} must be a number of seconds, not {text!r}")
+    return value
+
+
+def usage(message: str) -> None:
+    print(f"resonator: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def setup_logging(verbosity: int, worker: bool) -> None:
+    """Trace lines are INFO: a worker always shows them, the prompt with -v.
+
+    Without -vv there is never a traceback and never a line from the SDK or
+    asyncio: what matters of theirs is said once, in our own words.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    handler = logging.StreamHandler(sys.stdout if worker else sys.stderr)
+    debug = verbosity >= 2
+    if debug:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    else:
+        handler.setFormatter(OneLine())
+    logging.basicConfig(handlers=[handler], level=logging.DEBUG if debug else logging.CRITICAL)
+    tracing = worker or verbosity > 0
+    level = logging.DEBUG if debug else logging.INFO if tracing else logging.WARNING
+    logging.getLogger("resonator").setLevel(level)
+
+
+class OneLine(logging.Formatter):
+    """The message alone: no level, no traceback (-vv shows those)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()

@@ -1,0 +1,40 @@
+"""What the durable functions say as they run, and how slowly they may work.
+
+A trace line names the process, the step and its promise id::
+
+    exp/lhs: = 1 + 2  [demo:1]
+    ops/3f2a9c1e: + 1 2  [demo:1.3]
+
+The tests, the demo and a reader in a terminal all learn from these lines
+where each step ran and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resonate.context import Context
+
+log = logging.getLogger("resonator")
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process, as the durable functions see it (a Resonate dependency)."""
+
+    name: str  # "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
+    op_delay: float = 0.0  # seconds each operator takes, to leave time for a crash
+
+
+def trace(ctx: Context, what: str) -> None:
+    log.info("%s: %s  [%s]", ctx.get_dependency(Process).name, what, ctx.info.id)
+
+
+async def operate(ctx: Context, what: str) -> None:
+    """What every operator does before it answers: say so, then take its time."""
+    trace(ctx, what)
+    await asyncio.sleep(ctx.get_dependency(Process).op_delay)
