@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
+import resource
 import signal
 import sys
+import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
@@ -38,6 +41,7 @@ from resonate.connections.local import (
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
+from resonator.cli import OneLine
 from resonator.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -47,13 +51,35 @@ log = logging.getLogger("resonator.devserver")
 
 TICK_SECONDS = 0.1
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A connection that has not sent a whole request within this many seconds
+# (its first, or its next one) is closed. Longer than the 15 s for which
+# aiohttp's clients keep an idle connection, so they never reuse one that
+# the server is closing.
+REQUEST_TIMEOUT = 20.0
+MAX_CONNECTIONS = 1000  # or fewer, to stay under the limit on open files
 
 # A connected process: the queue its stream writes out, None to end it.
 type Stream = asyncio.Queue[bytes | None]
 
 
+class Refusal(Exception):
+    """A request turned away: (HTTP status, what was wrong), said in one log line."""
+
+
+class Refused(asyncio.Protocol):
+    """A connection over the limit: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class DevServer:
-    def __init__(self) -> None:
+    def __init__(
+        self, request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.said: dict[str, float] = {}  # line -> when it may be said again
         self.state = IndexedServerState()
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
@@ -73,10 +99,41 @@ class DevServer:
 
     async def request(self, request: web.Request) -> web.Response:
         try:
-            body = msgspec.json.decode(await request.read())
-        except msgspec.DecodeError as error:
-            return web.json_response({"error": f"invalid JSON: {error}"}, status=400)
-        flat = unwrap_request_envelope(body)
+            envelope = self.answer(unwrap_request_envelope(await self.body(request)))
+            encoded = msgspec.json.encode(envelope)
+        except Refusal as refusal:
+            status, what = refusal.args
+            log.warning("refused a request from %s: %s (%d)", request.remote, what, status)
+            refused = web.json_response({"error": what}, status=status)
+            refused.force_close()  # and read nothing more of what it sends
+            return refused
+        except (TypeError, OverflowError, msgspec.EncodeError) as error:
+            log.warning("an answer could not be written as JSON: %s", error)
+            return web.json_response({"error": "the answer cannot be JSON"}, status=500)
+        finally:
+            self.deliver()
+        status = envelope["head"]["status"]
+        return web.Response(
+            body=encoded,
+            status=status if status >= 400 else 200,
+            content_type="application/json",
+        )
+
+    async def body(self, request: web.Request) -> Any:
+        """The request's JSON body, or a ``Refusal``: at once for one too long to take."""
+        if (request.content_length or 0) > MAX_REQUEST_BYTES:
+            raise Refusal(413, f"a body of {request.content_length} bytes")
+        try:
+            return msgspec.json.decode(await asyncio.wait_for(request.read(), self.request_timeout))
+        except TimeoutError:
+            raise Refusal(408, "a body that never arrived") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise Refusal(413, "a body over the limit") from None
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise Refusal(400, f"invalid JSON: {error}") from None
+
+    def answer(self, flat: Any) -> dict[str, Any]:
+        """The model's response envelope to a flat request."""
         try:
             response = self.state.apply(now_ms(), flat)
         except ServerError as error:
@@ -89,14 +146,10 @@ class DevServer:
                 "status": error.code,
                 "error": error.message,
             }
-        self.deliver()
-        envelope = wrap_response_envelope(response)
-        status = envelope["head"]["status"]
-        return web.Response(
-            body=msgspec.json.encode(envelope),
-            status=status if status >= 400 else 200,
-            content_type="application/json",
-        )
+        except Exception as error:  # the model choked on something: that request fails
+            log.debug("request failed: %r", flat, exc_info=True)
+            raise Refusal(500, f"{type(error).__name__}: {error}") from None
+        return wrap_response_envelope(response)
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         group, pid = request.match_info["group"], request.match_info["pid"]
@@ -124,6 +177,31 @@ class DevServer:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    def connection(self, handlers: web.Server) -> asyncio.BaseProtocol:
+        """A new connection's protocol: aiohttp's, or one that closes it when there are too many."""
+        if len(handlers.connections) < self.max_connections:
+            return handlers()
+        self.say_now_and_then(
+            f"{self.max_connections} connections are open, the most allowed: "
+            "new ones are closed at once"
+        )
+        return Refused()
+
+    def loop_trouble(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio would log with a traceback, as one line."""
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            self.say_now_and_then("out of file descriptors: new connections wait until some close")
+        else:
+            log.warning("%s: %r", context.get("message", "trouble"), error)
+
+    def say_now_and_then(self, line: str) -> None:
+        """Log a condition that may recur for every connection once a minute at most."""
+        now = time.monotonic()
+        if now >= self.said.get(line, 0.0):
+            log.warning("%s", line)
+            self.said[line] = now + 60
 
     def deliver(self) -> None:
         """Send what the last request or tick produced to whoever it names."""
@@ -171,20 +249,41 @@ class DevServer:
                 stream.put_nowait(None)
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, server: DevServer) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(server.loop_trouble)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(DevServer().app(), handler_cancellation=True, access_log=None)
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        server.app(),
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=server.request_timeout,
+        # After refusing a request, read its unwanted body for at most this long.
+        lingering_time=2,
+    )
     await runner.setup()
+    handlers = runner.server
+    assert handlers is not None
+    listener = await loop.create_server(lambda: server.connection(handlers), host, port)
     try:
-        await web.TCPSite(runner, host, port).start()
         # The bound address, so that --port 0 tells what it got.
-        bound_host, bound_port = runner.addresses[0][:2]
+        bound_host, bound_port = listener.sockets[0].getsockname()[:2]
         print(f"resonator-devserver listening on http://{bound_host}:{bound_port}", flush=True)
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()
+
+
+def open_files_allowed() -> int:
+    """Raise this process's limit on open files as far as it may go; the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,19 +305,43 @@ def main(argv: list[str] | None = None) -> int:
         help="resend a task nobody took after this long (default: %(default)s)",
     )
     cli.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that sends no whole request for this long (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help="close new connections beyond this many; lowered to fit the limit on open "
+        "files (default: %(default)s)",
+    )
+    cli.add_argument(
         "-v",
         "--verbose",
         action="store_true",
         help="log streams opened and closed, and dropped messages",
     )
     args = cli.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLine())
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s"
+        handlers=[handler], level=logging.DEBUG if args.verbose else logging.WARNING
+    )
+    # aiohttp logs each malformed request with a traceback: one line with -v,
+    # nothing otherwise (the client has its 400).
+    logging.getLogger("aiohttp.server").setLevel(
+        logging.DEBUG if args.verbose else logging.CRITICAL
     )
     # The model reads its retry timeout from this module constant.
     local.PENDING_RETRY_TTL = args.tasks_retry_timeout
+    # Room for every connection allowed, and for the files and pipes of the process.
+    connections = min(args.max_connections, open_files_allowed() - 64)
     try:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, DevServer(args.request_timeout, connections)))
     except OSError as error:
         print(
             f"resonator-devserver: cannot listen on {args.host}:{args.port}: {error.strerror}",

@@ -333,6 +333,8 @@ def command(calculator: Calculator, text: str, last: str) -> None:
 def evaluate_at_prompt(calculator: Calculator, text: str) -> str | None:
     """Compute ``text`` and show its value; the id of the computation, if one started."""
     try:
+        if calculator.link and not calculator.link.up.is_set():
+            print(f"waiting for the server at {calculator.link.url} (Ctrl-C stops waiting)")
         calculator.connected()
     except KeyboardInterrupt:
         print("\nstopped waiting for the server; nothing was started\n")

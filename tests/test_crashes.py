@@ -142,3 +142,16 @@ def test_8_a_worker_started_before_the_server_connects_when_it_appears() -> None
         topology.server()
         started(worker, "exp", "lhs")
         assert sum("cannot reach" in line for line in worker.lines) == 1
+
+
+def test_9_a_prompt_hears_at_once_that_a_restarted_server_forgot_its_computation(
+    slow: Topology,
+) -> None:
+    kill(slow["lhs"])  # so that the computation is still waiting
+    prompt = slow.prompt("--id", "forgotten", ARTICLE)
+    slow["rhs"].wait_for(r"\[forgotten:2\]$")
+    kill(slow["server"])
+    slow.server()  # same port, empty memory
+    # Well before the SDK's own check, once a minute.
+    prompt.wait_for("^error: the server no longer has computation forgotten", timeout=15)
+    assert prompt.wait_closed() == 1

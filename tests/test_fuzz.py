@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -129,6 +130,8 @@ def running() -> Iterator[Topology]:
         (b'"just a string"', 400),
         (json.dumps({"kind": "promise.explode", "head": {}, "data": {}}).encode(), 400),
         (json.dumps({"kind": "promise.create", "head": {}, "data": {"id": 7}}).encode(), 400),
+        (b'{"kind":"\xff"}', 400),  # not UTF-8 inside a string
+        (b"[" * 1500 + b"]" * 1500, 400),  # nested past the decoder's depth
         (b"x" * (5 * 1024 * 1024), 413),
     ],
 )
@@ -137,6 +140,44 @@ def test_malformed_requests_get_a_4xx_and_the_server_goes_on(
 ) -> None:
     assert post(running.url, body)[0] == status
     assert running.calculate(VALID[0]).stdout == "-3\n"
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """The status line the server answers ``request`` with ("" if it only hangs up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as connection:
+        connection.sendall(request)
+        return connection.makefile("rb").readline().rstrip()
+
+
+MALFORMED = {
+    "a negative Content-Length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "Content-Length and Transfer-Encoding": b"POST / HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "a header over 8 KiB": b"GET /health HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+    "10,000 headers": b"GET /health HTTP/1.1\r\n"
+    + b"".join(b"X%d: y\r\n" % i for i in range(10_000))
+    + b"\r\n",
+    "an HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "non-ASCII in the path": "GET /hé HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "not HTTP at all": b"\x16\x03\x01 hello?\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_http_gets_a_400_and_no_log_line(running: Topology, request_bytes: bytes) -> None:
+    printed = len(running["server"].lines)
+    assert exchange(running.port, request_bytes).endswith(b" 400 Bad Request")
+    assert running.calculate(VALID[0]).stdout == "-3\n"
+    assert running["server"].lines[printed:] == []
+
+
+def test_a_body_too_big_to_take_is_refused_before_it_is_sent(running: Topology) -> None:
+    # Only the head is sent: an answer can only come without waiting for the body.
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000000\r\n\r\n"
+    assert exchange(running.port, head) == b"HTTP/1.1 413 Request Entity Too Large"
+    assert running["server"].lines[-1] == (
+        "refused a request from 127.0.0.1: a body of 5000000000 bytes (413)"
+    )
 
 
 def test_broken_connections_do_not_stop_the_server(running: Topology) -> None:
@@ -151,9 +192,59 @@ def test_broken_connections_do_not_stop_the_server(running: Topology) -> None:
     # Half a request, then nothing.
     with socket.create_connection((host, port)) as half:
         half.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"kin')
-    # Not HTTP at all.
-    with socket.create_connection((host, port)) as garbage:
-        garbage.sendall(b"\x16\x03\x01 hello?\r\n\r\n")
-        assert garbage.recv(1024).split(b"\r\n")[0].endswith(b" 400 Bad Request")
     assert running.calculate(*VALID[:3]).stdout == "-3\n7\n3\n"
     assert "Traceback" not in "\n".join(running["server"].lines)
+
+
+# ── Slow clients ────────────────────────────────────────────────────────────
+
+
+def hold(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that each send half a request head, and then nothing."""
+    held = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        connection.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Len")
+        held.append(connection)
+    return held
+
+
+def hung_up(connection: socket.socket) -> bool:
+    """Whether the server closed ``connection`` (awaited, bounded by its timeout)."""
+    with connection:
+        try:
+            return connection.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+@pytest.fixture
+def patient() -> Iterator[Topology]:
+    """A stand-in that gives a request 2 s and takes 50 connections, and its workers."""
+    args = ("--request-timeout", "2", "--max-connections", "50")
+    with Topology(devserver_args=args) as topology:
+        yield topology.standard()
+
+
+def test_slow_clients_are_capped_and_timed_out(patient: Topology) -> None:
+    held = hold(patient.port, 120)
+    # Over the cap, or past the timeout: every one of them is hung up on.
+    assert all(hung_up(connection) for connection in held)
+    assert patient.calculate(VALID[0]).stdout == "-3\n"
+    capped = [line for line in patient["server"].lines if "the most allowed" in line]
+    assert capped == ["50 connections are open, the most allowed: new ones are closed at once"]
+
+
+def test_a_shortage_of_file_descriptors_is_said_once(patient: Topology) -> None:
+    server = patient["server"].popen.pid
+    soft, hard = resource.prlimit(server, resource.RLIMIT_NOFILE)
+    resource.prlimit(server, resource.RLIMIT_NOFILE, (40, hard))  # fewer than the cap of 50
+    held = hold(patient.port, 60)
+    try:
+        assert all(hung_up(connection) for connection in held)
+    finally:
+        resource.prlimit(server, resource.RLIMIT_NOFILE, (soft, hard))
+    assert patient.calculate(VALID[0]).stdout == "-3\n"
+    lines = patient["server"].lines
+    assert sum("out of file descriptors" in line for line in lines) == 1, lines
+    assert "Traceback" not in "\n".join(lines)

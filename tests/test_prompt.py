@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Self
 
-from resonator.processes import WAIT
+from resonator.processes import WAIT, free_port
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -27,7 +27,7 @@ class Terminal:
         self.fd, child = os.openpty()
         # setsid --ctty: a session of its own, with the pty as its terminal.
         self.process = subprocess.Popen(
-            ["setsid", "--ctty", sys.executable, "-m", "resonator", "--local", *args],
+            ["setsid", "--ctty", sys.executable, "-m", "resonator", *(args or ["--local"])],
             stdin=child,
             stdout=child,
             stderr=child,
@@ -36,7 +36,8 @@ class Terminal:
         os.close(child)
         # A read can end inside a character (❯ is three bytes): decode across reads.
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.screen = ""
+        self.screen = ""  # what has not been waited for yet
+        self.transcript = ""  # everything
 
     def __enter__(self) -> Self:
         return self
@@ -63,7 +64,9 @@ class Terminal:
             if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
                 raise AssertionError(f"never printed {text!r}; the screen:\n{self.screen}")
             try:
-                self.screen += self.decoder.decode(os.read(self.fd, 4096))
+                printed = self.decoder.decode(os.read(self.fd, 4096))
+                self.screen += printed
+                self.transcript += printed
             except OSError:  # the process has gone and closed its side
                 raise AssertionError(f"exited before {text!r}:\n{self.screen}") from None
         shown, _, self.screen = self.screen.partition(text)
@@ -89,7 +92,7 @@ def test_a_session_at_the_prompt() -> None:
 
 
 def test_ctrl_c_stops_waiting_then_quits() -> None:
-    with Terminal("-v", RESONATOR_OP_DELAY="30") as terminal:
+    with Terminal("--local", "-v", RESONATOR_OP_DELAY="30") as terminal:
         terminal.wait_for("❯ ")
         terminal.type("6 * 7\r")
         terminal.wait_for("embedded: * 6 7")  # the operator has started
@@ -123,3 +126,31 @@ def test_ctrl_c_at_the_moment_the_prompt_appears_quits_every_time() -> None:
             process.kill()
             process.wait()
     assert statuses == [0] * 30
+
+
+def test_a_server_out_of_reach_is_said_once_and_ctrl_c_claims_nothing() -> None:
+    with Terminal("--url", f"http://127.0.0.1:{free_port()}") as terminal:
+        terminal.wait_for("❯ ")
+        terminal.type("1 + 2\r")
+        terminal.wait_for("(Ctrl-C stops waiting)")
+        terminal.type("\x03")
+        screen = terminal.wait_for("❯ ")
+        assert "stopped waiting for the server; nothing was started" in screen
+        assert "goes on" not in screen
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+    assert terminal.transcript.count("cannot reach the Resonate server at") == 1
+    assert "Traceback" not in terminal.transcript
+
+
+def test_quit_exit_and_help_say_what_to_do() -> None:
+    with Terminal() as terminal:
+        terminal.wait_for("❯ ")
+        for word in ("quit", "exit"):
+            terminal.type(f"{word}\r")
+            assert "Ctrl-D quits" in terminal.wait_for("❯ ")
+        terminal.type(":help\r")
+        assert ":tree [ID]" in terminal.wait_for("❯ ")
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+    assert "syntax error" not in terminal.transcript

@@ -110,3 +110,17 @@ def test_the_stand_in_stops_cleanly(sig: signal.Signals) -> None:
         server.signal(sig)
         assert server.wait_closed() == 0
         assert not any("Traceback" in line for line in server.lines)
+
+
+def test_ctrl_c_while_a_run_waits_is_one_line_and_no_noise(topology: Topology) -> None:
+    topology["lhs"].signal(signal.SIGKILL)  # so that the computation waits
+    topology["lhs"].wait_closed()
+    prompt = topology.prompt("--id", "waiting", "(1 + 2) * (3 - 4)")
+    topology["rhs"].wait_for(r"\[waiting:2\]$")
+    prompt.signal(signal.SIGINT)
+    assert prompt.wait_closed() == 130
+    assert prompt.lines == [
+        f"connected to {topology.url}",
+        "",
+        "stopped waiting; the computation goes on as waiting",
+    ]
