@@ -245,8 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--chain", type=int, help="operators in the chain (32; --quick 8)")
     cli.add_argument("--runs", type=int, help="evaluations per point (20; --quick 10)")
     cli.add_argument("--memory", type=int, help="expressions for the memory check (1000; 200)")
-    cli.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
-    cli.add_argument("--chart", type=Path, default=ROOT / "docs" / "bench.png")
+    cli.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "results.json",
+        help="where the numbers go (default: %(default)s, not tracked)",
+    )
+    cli.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the figures into docs/benchmark.md and draw docs/bench.png "
+        "(needs the bench group: uv run --group bench ...)",
+    )
     args = cli.parse_args(argv)
     defaults = (4, 8, 10, 200) if args.quick else (6, 32, 20, 1000)
     for name, value in zip(("depths", "chain", "runs", "memory"), defaults, strict=True):
@@ -260,9 +270,21 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    chart(report, args.chart)
-    print(f"\nwrote {args.out} and {args.chart}", file=sys.stderr)
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    if args.publish:
+        publish(report)
     return 0
+
+
+def publish(report: dict[str, Any]) -> None:
+    """The figures into the page that discusses them, and the chart beside it."""
+    page = ROOT / "docs" / "benchmark.md"
+    text = page.read_text()
+    begin, end = "<!-- bench:begin -->\n", "<!-- bench:end -->"
+    head, rest = text.split(begin)
+    page.write_text(head + begin + markdown(report) + "\n" + end + rest.split(end)[1])
+    chart(report, ROOT / "docs" / "bench.png")
+    print(f"wrote {page} and docs/bench.png", file=sys.stderr)
 
 
 if __name__ == "__main__":
