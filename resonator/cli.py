@@ -131,6 +131,8 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     else:
         handler.setFormatter(OneLine())
     logging.basicConfig(handlers=[handler], level=logging.DEBUG if debug else logging.CRITICAL)
+    # psycopg sets its own level on import, unless one was set before.
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     tracing = worker or verbosity > 0
     level = logging.DEBUG if debug else logging.INFO if tracing else logging.WARNING
     logging.getLogger("resonator").setLevel(level)

@@ -5,11 +5,14 @@ The URL picks the connection:
 - none: the SDK's in-process server, on the indexed model of ``model.py``;
 - ``http://`` or ``https://``: a Resonate server (``resonate dev``, or the
   stand-in ``resonator-devserver``): requests over HTTP, and a Server-Sent
-  Events stream on which the server pushes work and results to this process.
+  Events stream on which the server pushes work and results to this process;
+- ``postgresql://`` or ``postgres://``: Resonate on Postgres (resonate-pg):
+  requests are stored procedures, and pushed messages are rows this process
+  drains, woken by NOTIFY. No server process stands in between.
 
-``Link`` follows the push channel, the one a process cannot live without: it
-tells, in one line per change, when the server cannot be reached and when it
-is back, and it holds ``up`` while the channel is open.
+``Link`` follows the channel on which work and results reach this process:
+it tells, in one line per change, when the server cannot be reached and when
+it is back, and it holds ``up`` while the channel works.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class Link:
         if self.lost_reported or self.silent:
             return
         self.lost_reported = True
-        if isinstance(why, OSError | aiohttp.ClientError):  # TimeoutError is an OSError
+        if isinstance(why, OSError | aiohttp.ClientError):
             log.warning("cannot reach the Resonate server at %s; retrying", self.url)
         else:
             log.warning(
@@ -143,6 +146,11 @@ def connections(
         local.state = IndexedServerState()
         return local, [local]
     assert link is not None, "a server connection needs a Link to report to"
+    if url.startswith(("postgresql://", "postgres://")):
+        from resonator.postgres import KeepSweeping  # psycopg takes a while to import
+
+        database = KeepSweeping(url, group, pid, link)
+        return database, [database]
     return HttpConnection(url, backoff=BACKOFF), [KeepListening(url, group, pid, link)]
 
 

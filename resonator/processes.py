@@ -17,9 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
@@ -136,10 +138,16 @@ class Topology:
     """A Resonate server and the processes around it, all on loopback."""
 
     def __init__(
-        self, real_server: str | None = None, devserver_args: tuple[str, ...] = (), **env: str
+        self,
+        real_server: str | None = None,
+        server_args: tuple[str, ...] = (),
+        postgres: str | None = None,
+        **env: str,
     ) -> None:
         self.real_server = real_server
-        self.devserver_args = devserver_args
+        self.server_args = server_args  # more for resonator-devserver or resonator-postgres
+        self.postgres = postgres  # resonate.sql: the server is resonator-postgres
+        self.scratch: Path | None = None  # the database's files, if any
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", **env}
         self.processes: dict[str, Process] = {}  # the latest of each name
@@ -159,6 +167,8 @@ class Topology:
     ) -> None:
         for process in self.history:
             process.kill()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def start(
         self, name: str, args: list[str], env: dict[str, str] | None = None, stdin: bool = False
@@ -172,6 +182,8 @@ class Topology:
 
     def server(self) -> Process:
         """Start the server (on the port it had before, if restarted)."""
+        if self.postgres:
+            return self._database(self.postgres)
         if self.real_server:
             self.port = self.port or free_port()
             self.url = f"http://127.0.0.1:{self.port}"
@@ -180,11 +192,28 @@ class Topology:
             self._await_health(process)
             return process
         port = str(self.port)
-        args = ["--port", port, "--tasks-retry-timeout", "1000", *self.devserver_args]
+        args = ["--port", port, "--tasks-retry-timeout", "1000", *self.server_args]
         process = self.start("server", python("-m", "resonator.devserver", *args))
         self.url = process.wait_for(r"listening on (http://\S+)").group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         return process
+
+    def _database(self, sql: str) -> Process:
+        """resonator-postgres, on the files it had before, if restarted."""
+        self.port = self.port or free_port()
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="resonator-"))
+            self.scratch.chmod(0o755)  # Postgres, run as nobody when we are root, must enter
+        data = str(self.scratch / "postgres")
+        args = ["--port", str(self.port), "--data", data, "--sql", sql, *self.server_args]
+        process = self.start("server", python("-m", "resonator.postgres", *args))
+        self.url = process.wait_for(r"Resonate on Postgres at (\S+)$").group(1)
+        return process
+
+    def postmaster(self) -> int:
+        """The pid of the running Postgres (resonator-postgres's child)."""
+        assert self.scratch is not None, "no database was started"
+        return int((self.scratch / "postgres" / "postmaster.pid").read_text().split()[0])
 
     def _await_health(self, process: Process) -> None:
         # An outside binary prints no line we know, so ask /health, bounded.

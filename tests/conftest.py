@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     late = [item for item in items if item.get_closest_marker("long_lived")]
     if late:
         items[:] = [item for item in items if item not in late] + late
-        topology = Topology(devserver_args=("-v",))
+        topology = Topology(server_args=("-v",))
         config.stash[LONG_LIVED] = topology
         topology.standard()
         topology.prompt(name="prompt", stdin=True)

@@ -27,7 +27,7 @@ VALUE = r"^-?\d+$"
 
 @pytest.fixture
 def slow() -> Iterator[Topology]:
-    with Topology(devserver_args=("-v",), RESONATOR_TTL="2") as topology:
+    with Topology(server_args=("-v",), RESONATOR_TTL="2") as topology:
         topology.server()
         topology.worker("exp", "lhs")
         topology.worker("exp", "rhs")

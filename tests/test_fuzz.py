@@ -222,7 +222,7 @@ def hung_up(connection: socket.socket) -> bool:
 def patient() -> Iterator[Topology]:
     """A stand-in that gives a request 2 s and takes 50 connections, and its workers."""
     args = ("--request-timeout", "2", "--max-connections", "50")
-    with Topology(devserver_args=args) as topology:
+    with Topology(server_args=args) as topology:
         yield topology.standard()
 
 

