@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resonator.connections import Link
+from resonator.connections import Link, Server
 from resonator.processes import Topology
 from resonator.resonator import calculate, connect
 from resonator.trace import Process
@@ -126,7 +126,7 @@ async def measure(
     topology: Topology, workloads: dict[str, Expr], runs: int, flights: list[int], memory: int
 ) -> dict[str, Any]:
     link = Link(topology.url)
-    distributed = connect(topology.url, "prompt", "bench", Process("prompt"), link=link)
+    distributed = connect(Server(topology.url, link), "prompt", "bench", Process("prompt"))
     distributed.start()
     await link.up.wait()
     remote = Client(distributed, "distributed")
@@ -138,7 +138,7 @@ async def measure(
             # A fresh in-process server for each workload: the SDK's model
             # slows down as promises pile up (see the README), and the
             # embedded numbers should not depend on the workloads before.
-            embedded = connect(None, "prompt", "bench", Process("embedded"))
+            embedded = connect(Server(None), "prompt", "bench", Process("embedded"))
             embedded.start()
             try:
                 local = Client(embedded, "embedded")

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 DEFAULT_URL = "http://localhost:8001"
+KEEP = 1000  # settled computations a server keeps, by default
 GROUPS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
@@ -27,6 +28,8 @@ environment:
   RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
                       worker goes to another (default: the SDK's, 60)
   RESONATOR_OP_DELAY  seconds each operator takes, to leave time for a crash (default: 0)
+  RESONATOR_KEEP      embedded: settled computations kept in memory; older ones
+                      are forgotten (default: {KEEP})
 """
 
 
@@ -39,6 +42,7 @@ class Settings:
     url: str | None  # None: the default, or embedded if nothing answers there
     ttl: float | None  # None: the SDK's
     op_delay: float
+    keep: int  # embedded: settled computations kept in memory
 
 
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
@@ -95,6 +99,7 @@ def environment(url: str | None) -> Settings:
         url=url or os.environ.get("RESONATE_URL") or None,
         ttl=seconds("RESONATOR_TTL"),
         op_delay=seconds("RESONATOR_OP_DELAY") or 0.0,
+        keep=count("RESONATOR_KEEP", KEEP),
     )
 
 
@@ -109,6 +114,14 @@ def seconds(name: str) -> float | None:
     if not 0 <= value < 10**6:
         usage(f"{name} must be a number of seconds, not {text!r}")
     return value
+
+
+def count(name: str, default: int) -> int:
+    """The environment variable ``name`` as a positive whole number."""
+    text = os.environ.get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        usage(f"{name} must be a whole number above 0, not {text!r}")
+    return int(text)
 
 
 def usage(message: str) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from resonate.resonate import Resonate
     from resonate_base.connections import Network, Source
 
-    # resonator.connect: (url, group, pid, process, ttl=, link=) -> a client
+    # resonator.connect: (server, group, pid, process, ttl=) -> a client
     type Connect = Callable[..., Resonate]
 
 log = logging.getLogger("resonator")
@@ -137,21 +137,35 @@ class KeepListening(SSEConnection):
                 attempt += 1
 
 
-def connections(
-    url: str | None, group: str, pid: str, link: Link | None
-) -> tuple[Network, list[Source]]:
-    """The SDK connections (network, sources) for the server at ``url``."""
-    if url is None:
-        local = LocalConnection(pid=pid, group=group)
-        local.state = IndexedServerState()
-        return local, [local]
-    assert link is not None, "a server connection needs a Link to report to"
-    if url.startswith(("postgresql://", "postgres://")):
-        from resonator.postgres import KeepSweeping  # psycopg takes a while to import
+class Server:
+    """Where a process's server is, how it fares, and the connection to it."""
 
-        database = KeepSweeping(url, group, pid, link)
-        return database, [database]
-    return HttpConnection(url, backoff=BACKOFF), [KeepListening(url, group, pid, link)]
+    def __init__(self, url: str | None, link: Link | None = None, keep: int | None = None) -> None:
+        self.url = url  # None: the SDK's in-process server, in this process
+        self.link = link  # told whether the server can reach us (not for in-process)
+        self.keep = keep  # in-process: settled computations kept (None: all)
+        self.network: Network | None = None
+
+    def connections(self, group: str, pid: str) -> tuple[Network, list[Source]]:
+        """The SDK connections (network, sources) for this process."""
+        network: Network
+        sources: list[Source]
+        if self.url is None:
+            local = LocalConnection(pid=pid, group=group)
+            local.state = IndexedServerState(self.keep)
+            network, sources = local, [local]
+        elif self.url.startswith(("postgresql://", "postgres://")):
+            from resonator.postgres import KeepSweeping  # psycopg takes a while to import
+
+            assert self.link is not None
+            database = KeepSweeping(self.url, group, pid, self.link)
+            network, sources = database, [database]
+        else:
+            assert self.link is not None
+            network = HttpConnection(self.url, backoff=BACKOFF)
+            sources = [KeepListening(self.url, group, pid, self.link)]
+        self.network = network
+        return network, sources
 
 
 def healthy(url: str) -> bool:

@@ -41,7 +41,7 @@ from resonate.connections.local import (
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.cli import OneLine
+from resonator.cli import KEEP, OneLine
 from resonator.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -75,12 +75,15 @@ class Refused(asyncio.Protocol):
 
 class DevServer:
     def __init__(
-        self, request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS
+        self,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        keep: int | None = None,
     ) -> None:
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.said: dict[str, float] = {}  # line -> when it may be said again
-        self.state = IndexedServerState()
+        self.state = IndexedServerState(keep)
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
 
@@ -320,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         "files (default: %(default)s)",
     )
     cli.add_argument(
+        "--keep",
+        type=int,
+        default=KEEP,
+        metavar="N",
+        help="settled computations to keep in memory; older ones are forgotten "
+        "(default: %(default)s)",
+    )
+    cli.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -341,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     # Room for every connection allowed, and for the files and pipes of the process.
     connections = min(args.max_connections, open_files_allowed() - 64)
     try:
-        asyncio.run(serve(args.host, args.port, DevServer(args.request_timeout, connections)))
+        server = DevServer(args.request_timeout, connections, args.keep)
+        asyncio.run(serve(args.host, args.port, server))
     except OSError as error:
         print(
             f"resonator-devserver: cannot listen on {args.host}:{args.port}: {error.strerror}",

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from resonate_pg import PostgresConnection
 
-from resonator.cli import OneLine
+from resonator.cli import KEEP, OneLine
 
 if TYPE_CHECKING:
     from resonator.connections import Link
@@ -51,7 +51,6 @@ SCHEMA_SHA256 = "f4cc2e6c646acee6a9b358d3dd1684997d223e52edc6e075f7d866035f37ae2
 DATABASE = "resonate"
 DEFAULT_PORT = 5433  # next to a system Postgres's 5432
 DEFAULT_DATA = Path(".resonator") / "postgres"
-KEEP = 1000  # settled computations kept; older ones are forgotten
 GC_SECONDS = 5.0
 
 

@@ -22,7 +22,7 @@ import msgspec
 from resonate.error import ApplicationError, ResonateError, ServerError
 
 from resonator.cli import DEFAULT_URL
-from resonator.connections import Link, healthy, shut_down
+from resonator.connections import Link, Server, healthy, shut_down
 from resonator.parser import ParseError, parse, render
 from resonator.trace import Process
 from resonator.tree import draw, fetch
@@ -76,7 +76,8 @@ class Calculator:
         self.link = Link(url, silent_until_connected=quiet) if url else None
         process = Process("prompt" if url else "embedded", settings.op_delay)
         pid = uuid.uuid4().hex[:8]
-        self.resonate = connect(url, "prompt", pid, process, ttl=settings.ttl, link=self.link)
+        self.server = Server(url, self.link, settings.keep)
+        self.resonate = connect(self.server, "prompt", pid, process, ttl=settings.ttl)
         self.call(self._start()).result()
 
     def _run(self) -> None:

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Concatenate
 from resonate.resonate import Resonate
 
 from resonator import cli, prompt, worker
-from resonator.connections import connections
 from resonator.parser import render
 from resonator.trace import operate, trace
 
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from resonate.context import Context
     from resonate.handle import ResonateHandle
 
-    from resonator.connections import Link
+    from resonator.connections import Server
 
     # Known to the type checker only. Left unresolved at run time, the SDK
     # hands "=" its argument as decoded from JSON (lists where the tree had
@@ -107,22 +106,16 @@ FUNCTIONS: dict[str, Durable] = {
 
 
 def connect(
-    url: str | None,
-    group: str,
-    pid: str,
-    process: Process,
-    *,
-    ttl: float | None = None,
-    link: Link | None = None,
+    server: Server, group: str, pid: str, process: Process, *, ttl: float | None = None
 ) -> Resonate:
     """This process's Resonate client, with the four functions registered.
 
-    ``url=None`` is the SDK's in-process server: every task, whatever its
-    target, is delivered to this process. ``ttl`` is the lease on a task:
+    With no server URL, the server is the SDK's, in this process: every task,
+    whatever its target, is delivered here. ``ttl`` is the lease on a task:
     how soon the work of a process that died is handed out again. Call
     ``start()`` on the result inside a running event loop.
     """
-    network, sources = connections(url, group, pid, link)
+    network, sources = server.connections(group, pid)
     resonate = Resonate(
         network=network,
         sources=sources,

@@ -8,7 +8,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from resonator.cli import DEFAULT_URL
-from resonator.connections import Link, shut_down
+from resonator.connections import Link, Server, shut_down
 from resonator.trace import Process
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ async def serve(connect: Connect, settings: Settings) -> None:
     url = settings.url or DEFAULT_URL
     link = Link(url, greet=False)
     process = Process(f"{group}/{pid}", settings.op_delay)
-    resonate = connect(url, group, pid, process, ttl=settings.ttl, link=link)
+    resonate = connect(Server(url, link), group, pid, process, ttl=settings.ttl)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

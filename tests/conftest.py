@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import strategies as st
 
+from resonator.connections import Server
 from resonator.processes import Topology, real_server_command
 from resonator.resonator import connect
 from resonator.trace import Process
@@ -56,9 +57,9 @@ def oracle(text: str) -> int:
 
 
 @asynccontextmanager
-async def embedded(name: str = "embedded") -> AsyncIterator[Resonate]:
+async def embedded(name: str = "embedded", keep: int | None = None) -> AsyncIterator[Resonate]:
     """A started Resonate on the SDK's in-process server, stopped afterwards."""
-    resonate = connect(None, "prompt", "test", Process(name))
+    resonate = connect(Server(None, keep=keep), "prompt", "test", Process(name))
     resonate.start()
     try:
         yield resonate
