@@ -28,7 +28,7 @@ from resonator.connections import Link, Server
 from resonator.processes import Topology
 from resonator.resonator import calculate, connect
 from resonator.trace import Process
-from resonator.tree import Node, fetch
+from resonator.tree import Node, Reader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ class Client:
     async def promises(self, expr: Expr) -> int:
         """Durable promises one evaluation creates, counted on the server."""
         id, _ = await self.evaluate(expr)
-        return count(await fetch(self.resonate.promises, id))
+        return count(await Reader(self.resonate.promises, None).tree(id))
 
     async def throughput(self, expr: Expr, in_flight: int, total: int) -> float:
         """Expressions per second with ``in_flight`` evaluations at all times."""

@@ -66,6 +66,12 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         "with --id and no EXPR, the tree of that invocation as it stands",
     )
     cli.add_argument(
+        "--watch",
+        action="store_true",
+        help="show each computation's promise tree as it changes, until it settles; "
+        "with --id and no EXPR, follow that invocation",
+    )
+    cli.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v: trace lines; -vv: debug log"
     )
     words = sys.argv[1:] if argv is None else argv
@@ -76,11 +82,14 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         args.id = args.id.removeprefix(NOT_AN_OPTION)
         if not ID.fullmatch(args.id):
             cli.error("--id takes 1 to 100 printable ASCII characters, without ':' or spaces")
-    if args.id and not (len(args.expressions) == 1 or (args.tree and not args.expressions)):
+    if args.tree and args.watch:
+        cli.error("--tree and --watch: choose one")
+    alone = (args.tree or args.watch) and not args.expressions
+    if args.id and not (len(args.expressions) == 1 or alone):
         cli.error("--id names one invocation: give exactly one EXPR with it")
     settings = environment(args.url)
-    if settings.group and (args.expressions or args.id or args.local or args.tree):
-        cli.error("a worker (GRP set) takes no expressions, --id, --tree or --local")
+    if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
+        cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
     return args, settings
 
 

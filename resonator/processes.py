@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 log = logging.getLogger("resonator.processes")
@@ -57,9 +58,15 @@ class Process:
     """A child process whose output lines are collected as they are printed."""
 
     def __init__(
-        self, name: str, args: list[str], env: dict[str, str], stdin: bool = False
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        stdin: bool = False,
+        echo: Callable[[Process, str], None] | None = None,
     ) -> None:
         self.name = name
+        self.echo = echo  # told of each line as it is printed
         self.popen = subprocess.Popen(
             args,
             env=env,
@@ -79,6 +86,8 @@ class Process:
             with self.changed:
                 self.lines.append(line.rstrip("\n"))
                 self.changed.notify_all()
+            if self.echo:
+                self.echo(self, line.rstrip("\n"))
         with self.changed:
             self.closed = True
             self.changed.notify_all()
@@ -142,9 +151,11 @@ class Topology:
         real_server: str | None = None,
         server_args: tuple[str, ...] = (),
         postgres: str | None = None,
+        echo: Callable[[Process, str], None] | None = None,
         **env: str,
     ) -> None:
         self.real_server = real_server
+        self.echo = echo  # told of every line any process prints
         self.server_args = server_args  # more for resonator-devserver or resonator-postgres
         self.postgres = postgres  # resonate.sql: the server is resonator-postgres
         self.scratch: Path | None = None  # the database's files, if any
@@ -175,7 +186,8 @@ class Topology:
     ) -> Process:
         if (old := self.processes.get(name)) and old.popen.poll() is None:
             raise AssertionError(f"{name} is still running")
-        process = Process(name, args, self.env | {"RESONATE_URL": self.url} | (env or {}), stdin)
+        environment = self.env | {"RESONATE_URL": self.url} | (env or {})
+        process = Process(name, args, environment, stdin, self.echo)
         self.processes[name] = process
         self.history.append(process)
         return process

@@ -20,12 +20,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from resonate.error import ApplicationError, ResonateError, ServerError
+from rich.console import Console
 
 from resonator.cli import DEFAULT_URL
 from resonator.connections import Link, Server, healthy, shut_down
 from resonator.parser import ParseError, parse, render
 from resonator.trace import Process
-from resonator.tree import draw, fetch
+from resonator.tree import Reader, draw
+from resonator.watch import follow, show
 
 if TYPE_CHECKING:
     import argparse
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from resonator.cli import Settings
     from resonator.connections import Connect
     from resonator.parser import Expr
+    from resonator.tree import Node
 
     # resonator.calculate: start (or attach to) computation ``id`` of ``expr``
     type Calculate = Callable[[Resonate, str, Expr], ResonateHandle[int]]
@@ -49,6 +52,7 @@ WINDOW = 60  # columns of a long input shown around a syntax error
 HELP = """\
 Type an expression such as (1 + 2) * (3 - 4), or a command:
   :tree [ID]   the promises of the last computation (or of ID), as the server has them
+  :watch [ID]  the same, redrawn as it changes, until it settles (Ctrl-C stops watching)
   :help        this
 Ctrl-C stops waiting for a result (the computation goes on); Ctrl-D quits."""
 
@@ -139,12 +143,26 @@ class Calculator:
             raise
         return True
 
+    def reader(self) -> Reader:
+        return Reader(self.resonate.promises, self.server.network)
+
     def tree(self, id: str) -> str:
         """The promise tree of invocation ``id`` as the server has it now."""
-        root = self.wait(fetch(self.resonate.promises, id))
+        root = self.wait(self.reader().tree(id))
         if root is None:
             raise ApplicationError(f"there is no promise {id}")
         return draw(root)
+
+    def start(self, expr: Expr, id: str) -> None:
+        """Start computation ``id`` of ``expr`` (or attach to it), without waiting for it."""
+        self.wait(self._begin(expr, id))
+
+    async def _begin(self, expr: Expr, id: str) -> None:
+        await self.calculate(self.resonate, id, expr).id()
+
+    def watch(self, id: str) -> Node | None:
+        """Show the tree of ``id`` as it changes until its root settles; the last state."""
+        return show(follow(self.reader(), id, self.wait), Console())
 
     def close(self) -> None:
         with contextlib.suppress(BaseException):
@@ -216,6 +234,16 @@ def compute(calculator: Calculator, text: str, id: str) -> int | None:
     return None
 
 
+def watch_one(calculator: Calculator, id: str) -> bool:
+    """Follow computation ``id`` until it settles; False if it failed or is unknown."""
+    try:
+        last = calculator.watch(id)
+    except ResonateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+    return last is not None and last.state == "resolved"
+
+
 def show_tree(calculator: Calculator, id: str) -> bool:
     try:
         print(calculator.tree(id), flush=True)
@@ -258,6 +286,10 @@ def batch(calculator: Calculator, inputs: Iterable[tuple[int, str | None]], args
             continue
         id = args.id or new_id()
         try:
+            if args.watch:
+                done = started(calculator, text, id) and watch_one(calculator, id)
+                status = status if done else 1
+                continue
             value = compute(calculator, text, id)
         except KeyboardInterrupt:
             print(f"\nstopped waiting; the computation goes on as {id}", file=sys.stderr)
@@ -267,6 +299,19 @@ def batch(calculator: Calculator, inputs: Iterable[tuple[int, str | None]], args
         elif not args.tree:
             print(value, flush=True)
     return status
+
+
+def started(calculator: Calculator, text: str, id: str) -> bool:
+    """Start computing ``text`` as ``id``; report why not in one line."""
+    try:
+        calculator.start(parse(text), id)
+    except ParseError as error:
+        print(syntax_error(text, error), file=sys.stderr)
+        return False
+    except ResonateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 # ── Interactive: the ❯ prompt ───────────────────────────────────────────────
@@ -322,13 +367,18 @@ def command(calculator: Calculator, text: str, last: str) -> None:
         print("Ctrl-D quits (so does Ctrl-C at the prompt).")
     elif name == ":help":
         print(HELP)
-    elif name != ":tree":
+    elif name not in (":tree", ":watch"):
         print(f"unknown command {name}; :help lists the commands")
     elif not id:
-        print(":tree shows the last computation, and there is none yet: try :tree ID")
-    else:
+        print(f"{name} shows the last computation, and there is none yet: try {name} ID")
+    elif name == ":tree":
         with contextlib.suppress(KeyboardInterrupt):
             show_tree(calculator, id)
+    else:
+        try:
+            watch_one(calculator, id)
+        except KeyboardInterrupt:
+            print(f"\nstopped watching; the computation goes on as {id}\n")
 
 
 def evaluate_at_prompt(calculator: Calculator, text: str) -> str | None:
@@ -371,8 +421,9 @@ def run(
     if not url:
         print("embedded: no Resonate server, running everything in this process", file=sys.stderr)
     interactive_use = not args.expressions and not args.id and sys.stdin.isatty()
-    calculator = Calculator(connect, calculate, url, settings, quiet=not interactive_use)
+    calculator = None
     try:
+        calculator = Calculator(connect, calculate, url, settings, quiet=not interactive_use)
         return serve(calculator, args, interactive_use)
     except Unreachable as error:
         print(f"resonator: cannot reach the Resonate server at {error}", file=sys.stderr)
@@ -384,7 +435,8 @@ def run(
         print(f"resonator: {type(error).__name__}: {error} (-vv shows more)", file=sys.stderr)
         return 1
     finally:
-        calculator.close()
+        if calculator is not None:
+            calculator.close()
 
 
 def serve(calculator: Calculator, args: argparse.Namespace, interactive_use: bool) -> int:
@@ -392,6 +444,8 @@ def serve(calculator: Calculator, args: argparse.Namespace, interactive_use: boo
     if interactive_use:
         return interactive(calculator)
     calculator.connected(CONNECT_WAIT)
+    if args.watch and args.id and not args.expressions:
+        return 0 if watch_one(calculator, args.id) else 1
     if args.tree and args.id and not args.expressions:
         return 0 if show_tree(calculator, args.id) else 1
     if args.expressions:

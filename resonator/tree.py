@@ -7,21 +7,38 @@ n-th durable call made by the function behind promise ``P`` has the id
 three calls, so its children are ``1`` (the left operand, on ``exp/lhs``),
 ``2`` (the right, on ``exp/rhs``) and ``3`` (the operator, on ``ops``); a
 child that does not exist yet has simply not been dispatched.
+
+For a node still pending, a ``task.get`` tells what its task is doing:
+
+- ``running``: a process holds the task's lease and works on it;
+- ``awaiting``: it has suspended until the promises it awaits settle;
+- ``unclaimed``: the server has sent it to its address and nobody has taken
+  it. If that lasts, no process is there: the work waits for one.
+
+A server that does not answer ``task.get`` leaves that column empty.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resonate.error import ServerError
 from resonate.ids import ORIGIN_SEP, join_id
+from resonate_base import PROTOCOL_VERSION
+from rich.table import Table
+from rich.text import Text
 
 from resonator.parser import render
 
 if TYPE_CHECKING:
     from resonate.promises import Promises
+    from resonate_base.connections import Network
+
+TASK = {"acquired": "running", "suspended": "awaiting", "pending": "unclaimed"}
 
 
 @dataclass
@@ -29,32 +46,66 @@ class Node:
     id: str
     what: str  # "= 1 + 2" or "+ 1 2"
     where: str  # "root", "exp/lhs", "exp/rhs" or "ops"
-    state: str
+    state: str  # the promise's: pending, resolved, rejected...
     value: Any
+    task: str = ""  # pending only: running, awaiting or unclaimed ("" if not known)
     children: list[Node] = field(default_factory=list)
 
+    def settled(self) -> bool:
+        return self.state != "pending" and all(child.settled() for child in self.children)
 
-async def fetch(promises: Promises, id: str) -> Node | None:
-    """The tree under promise ``id``, or None if there is no such promise."""
-    try:
-        record = await promises.get(id)
-    except ServerError as error:
-        if error.code == 404:
-            return None
-        raise
-    call = record.param.data if isinstance(record.param.data, dict) else {}
-    func, args = call.get("func", "?"), call.get("args", [])
-    binary = func == "=" and args and isinstance(args[0], list)
-    what = f"= {render(args[0])}" if func == "=" and args else " ".join(map(str, [func, *args]))
-    children = await asyncio.gather(*(fetch(promises, join_id(id, n)) for n in "123" if binary))
-    return Node(
-        id=id,
-        what=what,
-        where=route(id, record.tags.get("resonate:target", "")),
-        state=record.state,
-        value=record.value.data,
-        children=[child for child in children if child is not None],
-    )
+
+class Reader:
+    """Reads computations from a server: promises through the client, tasks through its connection.
+
+    A settled subtree never changes, so it is read once and then remembered:
+    following a computation costs reads of its unsettled part only.
+    """
+
+    def __init__(self, promises: Promises, network: Network | None) -> None:
+        self.promises = promises
+        self.network = network
+        self.settled: dict[str, Node] = {}
+
+    async def tree(self, id: str) -> Node | None:
+        """The tree under promise ``id``, or None if there is no such promise."""
+        if known := self.settled.get(id):
+            return known
+        try:
+            record = await self.promises.get(id)
+        except ServerError as error:
+            if error.code == 404:
+                return None
+            raise
+        call = record.param.data if isinstance(record.param.data, dict) else {}
+        func, args = call.get("func", "?"), call.get("args", [])
+        binary = func == "=" and args and isinstance(args[0], list)
+        what = f"= {render(args[0])}" if func == "=" and args else " ".join(map(str, [func, *args]))
+        children = await asyncio.gather(*(self.tree(join_id(id, n)) for n in "123" if binary))
+        node = Node(
+            id=id,
+            what=what,
+            where=route(id, record.tags.get("resonate:target", "")),
+            state=record.state,
+            value=record.value.data,
+            task=await self.task(id) if record.state == "pending" else "",
+            children=[child for child in children if child is not None],
+        )
+        if node.settled():
+            self.settled[id] = node
+        return node
+
+    async def task(self, id: str) -> str:
+        """What the task of promise ``id`` is doing, if the server says."""
+        if self.network is None:
+            return ""
+        head = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
+        request = {"kind": "task.get", "head": head, "data": {"id": id}}
+        try:
+            answer = json.loads(await self.network.send(json.dumps(request)))
+            return TASK.get(answer["data"]["task"]["state"], "")
+        except (ValueError, KeyError, TypeError):
+            return ""  # a server that does not know task.get, or no task
 
 
 def route(id: str, target: str) -> str:
@@ -64,29 +115,63 @@ def route(id: str, target: str) -> str:
     return target.partition("@")[2] or target
 
 
-def draw(root: Node) -> str:
-    """The tree with box-drawing characters, one aligned row per promise."""
-    rows: list[tuple[str, Node]] = []
+def rows(root: Node) -> list[tuple[str, Node]]:
+    """(branch lines + id, node) for every node, top to bottom."""
+    found: list[tuple[str, Node]] = []
 
     def walk(node: Node, lead: str, branch: str) -> None:
-        rows.append((branch + node.id, node))
+        found.append((branch + node.id, node))
         for i, child in enumerate(node.children):
             last = i == len(node.children) - 1
             walk(child, lead + ("    " if last else "│   "), lead + ("└── " if last else "├── "))
 
     walk(root, "", "")
+    return found
+
+
+def draw(root: Node) -> str:
+    """The tree as plain text, one aligned row per promise (easy to grep)."""
     columns = [
-        [
-            name,
-            node.what,
-            node.where,
-            node.state,
-            "" if node.state == "pending" else str(node.value),
-        ]
-        for name, node in rows
+        [name, node.what, node.where, node.state, last_column(node)] for name, node in rows(root)
     ]
     widths = [max(len(row[i]) for row in columns) for i in range(4)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True)).rstrip()
         for row in columns
     )
+
+
+def last_column(node: Node) -> str:
+    """A settled node's value; for a pending one, what its task does."""
+    return node.task if node.state == "pending" else str(node.value)
+
+
+STYLES = {
+    "running": ("yellow", "running"),
+    "awaiting": ("cyan", "awaiting its operands"),
+    "unclaimed": ("bold white on red", "unclaimed: nobody at {where} has taken it"),
+    "": ("yellow", "pending"),
+}
+
+
+def table(root: Node) -> Table:
+    """The tree for a terminal: settled nodes green, pending ones by what they wait for."""
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(4):
+        grid.add_column()
+    for name, node in rows(root):
+        if node.state == "resolved":
+            status = Text(f"= {node.value}", style="green")
+        elif node.state != "pending":
+            status = Text(node.state, style="red")
+        else:
+            style, words = STYLES[node.task]
+            status = Text(words.format(where=node.where), style=style)
+        settled = node.state != "pending"
+        grid.add_row(
+            Text(name, style="dim" if settled else "bold"),
+            Text(node.what),
+            Text(node.where, style="dim" if settled else "bold magenta"),
+            status,
+        )
+    return grid

@@ -204,3 +204,36 @@ def test_nonsense_never_shows_a_traceback(text: str) -> None:
     done = resonator("--local", stdin=text + "\n1\n")
     assert done.stdout == "1\n"
     assert "Traceback" not in done.stderr
+
+
+def test_watch_piped_prints_a_snapshot_each_time_the_tree_changes() -> None:
+    done = resonator(
+        "--local", "--watch", "--id", "w", "(1 + 2) * (3 - 4)", RESONATOR_OP_DELAY="0.3"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout
+    snapshots = [s for s in done.stdout.split("\n\n") if s.strip()]
+    assert len(snapshots) >= 2
+    assert any(" pending " in snapshot for snapshot in snapshots[:-1])
+    last = snapshots[-1].splitlines()
+    assert last[0].split() == [
+        "w",
+        "=",
+        "(1",
+        "+",
+        "2)",
+        "*",
+        "(3",
+        "-",
+        "4)",
+        "root",
+        "resolved",
+        "-3",
+    ]
+    assert len(last) == 10
+
+
+def test_watch_follows_an_existing_computation_by_id() -> None:
+    done = resonator("--local", "--watch", "--id", "nothing-here")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines()[-1] == "error: there is no promise nothing-here"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import select
 import subprocess
 import sys
@@ -154,3 +155,30 @@ def test_quit_exit_and_help_say_what_to_do() -> None:
         terminal.type("\x04")
         assert terminal.exit_status() == 0
     assert "syntax error" not in terminal.transcript
+
+
+def test_watch_returns_to_the_prompt_when_the_root_settles_and_on_ctrl_c() -> None:
+    with Terminal("--local", RESONATOR_OP_DELAY="1") as terminal:
+        terminal.wait_for("❯ ")
+        terminal.type("1 + 2\r")
+        assert "= 3" in terminal.wait_for("❯ ")
+        terminal.type(":watch\r")  # already settled: one picture, and back
+        picture = terminal.wait_for("❯ ")
+        assert re.search(r"\+ 1 2 +ops +resolved +3", picture), picture
+        terminal.type("\x03")  # at the prompt: quits
+        assert terminal.exit_status() == 0
+    # A terminal that can redraw in place, for rich's live view.
+    with Terminal("--local", "-v", RESONATOR_OP_DELAY="30", TERM="xterm-256color") as terminal:
+        terminal.wait_for("❯ ")
+        terminal.type("6 * 7\r")
+        terminal.wait_for("embedded: * 6 7")
+        terminal.type("\x03")  # stop waiting; the operator takes 30 s
+        terminal.wait_for("❯ ")
+        terminal.type(":watch\r")
+        terminal.wait_for("running")
+        terminal.type("\x03")  # stop watching
+        screen = terminal.wait_for("❯ ")
+        assert "stopped watching; the computation goes on as " in screen
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+    assert "Traceback" not in terminal.transcript

@@ -1,0 +1,298 @@
+"""resonator-demo: the article's failure modes, healed on real processes, in under a minute.
+
+    uv run resonator-demo        # the three scenarios
+    uv run resonator-demo 2      # one of them
+
+It starts its own stand-in server and workers on a free loopback port (the
+process harness the tests use), with two-second leases and operators that
+take a second. Each scenario starts a computation of (1 + 2) * (3 - 4) from a
+prompt of its own, kills a process with SIGKILL at a chosen step, and shows
+the promise tree live until the answer arrives; then it says how many times
+each operator ran, and why. Piped, it prints plain text, and exits 0 only if
+every answer was right. Ctrl-C stops it and every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+
+from resonator.connections import Link, Server
+from resonator.processes import TRACE, WAIT, Topology
+from resonator.resonator import connect
+from resonator.trace import Process
+from resonator.tree import Node, Reader, draw, table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from resonator.processes import Process as Child
+
+ARTICLE = "(1 + 2) * (3 - 4)"
+ANSWER = "-3"
+OPS = ("ops1", "ops2")
+EVERY = 0.2  # seconds between reads of the tree
+
+
+class Demo:
+    """The processes, a view of their computation, and what is said about both."""
+
+    def __init__(self, console: Console, picture: Path | None) -> None:
+        self.console = console
+        self.picture = picture  # where to save the tree of scenario 1, mid-way
+        self.live = console.is_terminal and not console.is_dumb_terminal
+        self.heard: list[tuple[str, str]] = []  # (process, line), every line printed
+        self.hearing = threading.Condition()
+        self.printing = threading.Lock()
+        # Two-second leases, and operators that take a second.
+        self.topology = Topology(echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
+        self.loop = asyncio.Runner()
+        self.reader: Reader | None = None
+        self.server: Server | None = None
+
+    def start(self) -> None:
+        """The stand-in, exp/lhs, exp/rhs and two ops workers; a client to read with."""
+        self.topology.server()
+        self.say(f"a stand-in server at {self.topology.url}; exp/lhs, exp/rhs and two ops workers")
+        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS[0]), ("ops", OPS[1])):
+            self.topology.worker(group, pid)
+        # Never started: it only reads promises and tasks.
+        self.server = Server(self.topology.url, Link(self.topology.url))
+        client = connect(self.server, "demo", "demo", Process("demo"))
+        self.reader = Reader(client.promises, self.server.network)
+
+    def stop(self) -> None:
+        self.topology.__exit__(None, None, None)
+        if self.server and self.server.network:
+            self.loop.run(self.server.network.stop())
+        self.loop.close()
+
+    # ── Saying ──
+
+    def say(self, text: str) -> None:
+        if self.live:
+            self.console.print(f"[bold cyan]>[/] {escape(text)}")
+        else:
+            self.print(f"> {text}")
+
+    def print(self, text: str) -> None:
+        """One piece of plain output: whole, though lines come from many threads."""
+        with self.printing:
+            print(text, flush=True)
+
+    def echo(self, process: Child, line: str) -> None:
+        """Every line a process prints is heard; a worker's trace lines are shown."""
+        with self.hearing:
+            self.heard.append((process.name, line))
+            self.hearing.notify_all()
+        if TRACE.match(line):
+            if self.live:
+                self.console.print(f"  [dim]{escape(line)}[/]")
+            else:
+                self.print(f"  {line}")
+
+    def hear(self, names: tuple[str, ...], pattern: str) -> str:
+        """Which of ``names`` first prints a line matching ``pattern`` (waiting for it)."""
+        regex, seen = re.compile(pattern), 0
+        deadline = time.monotonic() + WAIT
+        with self.hearing:
+            while time.monotonic() < deadline:
+                for name, line in self.heard[seen:]:
+                    if name in names and regex.search(line):
+                        return name
+                seen = len(self.heard)
+                self.hearing.wait(deadline - time.monotonic())
+        raise TimeoutError(f"none of {', '.join(names)} printed {pattern!r}")
+
+    # ── Watching ──
+
+    def watch(self, id: str, until: Callable[[Node], bool]) -> Node:
+        """Show the tree of ``id`` each time it changes, until ``until`` holds for it."""
+        if not self.live:
+            return self.follow(id, until, lambda root: self.print(draw(root) + "\n"))
+        with Live(console=self.console, auto_refresh=False) as live:
+            return self.follow(id, until, lambda root: live.update(table(root), refresh=True))
+
+    def follow(self, id: str, until: Callable[[Node], bool], show: Callable[[Node], None]) -> Node:
+        assert self.reader is not None
+        shown = ""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            root = self.loop.run(self.reader.tree(id))
+            if root is not None:
+                if (text := draw(root)) != shown:
+                    shown = text
+                    show(root)
+                if until(root):
+                    return root
+            time.sleep(EVERY)
+        raise TimeoutError(f"computation {id} never got there")
+
+    def save(self, root: Node, path: Path) -> None:
+        """The tree as an SVG picture, drawn as in a terminal."""
+        with open(os.devnull, "w") as nowhere:
+            recorder = Console(record=True, width=92, file=nowhere)
+            recorder.print(table(root))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(recorder.export_svg(title="resonator-demo, scenario 1"))
+        self.say(f"saved a picture of this tree to {path}")
+
+    # ── Acting ──
+
+    def prompt(self, id: str, name: str) -> Child:
+        self.say(f"{name}: resonator --id {id} '{ARTICLE}'")
+        return self.topology.prompt("--id", id, ARTICLE, name=name)
+
+    def kill(self, name: str, when: str) -> None:
+        self.topology[name].signal(signal.SIGKILL)
+        self.topology[name].wait_closed()
+        self.say(f"killed {name} (SIGKILL) {when}")
+
+    def answer(self, prompt: Child) -> bool:
+        value = prompt.wait_for(r"^-?\d+$").group(0)
+        prompt.wait_closed()
+        right = value == ANSWER
+        self.say(f"{prompt.name} printed {value}: {'right' if right else 'WRONG'}")
+        return right
+
+    def operators(self, id: str, why: str) -> None:
+        """How many times each operator of ``id`` ran, counted from the workers' own lines."""
+        ran: dict[str, list[str]] = defaultdict(list)  # in the order they ran
+        what: dict[str, str] = {}
+        with self.hearing:
+            heard = list(self.heard)
+        for name, line in heard:
+            trace = TRACE.match(line)
+            if name in OPS and trace and trace["id"].startswith(f"{id}:"):
+                ran[trace["id"]].append(name)
+                what[trace["id"]] = trace["what"]
+        for step, workers in sorted(ran.items()):
+            if len(workers) == 1:
+                self.say(f"{what[step]} [{step}] ran once, on {workers[0]}")
+            else:
+                times = "twice" if len(workers) == 2 else f"{len(workers)} times"
+                self.say(
+                    f"{what[step]} [{step}] ran {times}, on {', '.join(workers)}: a worker "
+                    "died before it settled it, and its lease lapsed"
+                )
+        self.say(why)
+
+
+# ── The scenarios ───────────────────────────────────────────────────────────
+
+
+def nodes(root: Node) -> list[Node]:
+    return [root, *(node for child in root.children for node in nodes(child))]
+
+
+def settled(root: Node) -> bool:
+    return root.state != "pending"
+
+
+def lhs_is_missed(root: Node) -> bool:
+    """exp/lhs's step is unclaimed (its lease lapsed), and exp/rhs has done all it can."""
+    steps = {node.id: node for node in nodes(root)}
+    lhs = steps.get(f"{root.id}:1")
+    rhs = [node for node in steps.values() if node.where == "exp/rhs" and not node.children]
+    return lhs is not None and lhs.task == "unclaimed" and all(n.state == "resolved" for n in rhs)
+
+
+def scenario_1(demo: Demo) -> bool:
+    demo.say("Scenario 1: exp/lhs dies right after it takes = 1 + 2.")
+    prompt = demo.prompt("demo-1", "prompt-1")
+    demo.hear(("lhs",), r"= 1 \+ 2  \[demo-1:1\]$")
+    demo.kill("lhs", "as it starts on = 1 + 2")
+    demo.say("What exp/rhs can do gets done; what is for exp/lhs waits, once its lease lapses:")
+    root = demo.watch("demo-1", lhs_is_missed)
+    if demo.picture:
+        demo.save(root, demo.picture)
+    demo.say("exp/lhs comes back, with the same pid, and takes up = 1 + 2:")
+    demo.topology.worker("exp", "lhs")
+    demo.watch("demo-1", settled)
+    right = demo.answer(prompt)
+    demo.operators("demo-1", "Each operator ran once: the work for exp/lhs waited for it.")
+    return right
+
+
+def scenario_2(demo: Demo) -> bool:
+    demo.say("Scenario 2: the ops worker running + 1 2 dies in the middle of it.")
+    prompt = demo.prompt("demo-2", "prompt-2")
+    busy = demo.hear(OPS, r"\+ 1 2  \[demo-2:1\.3\]$")
+    demo.kill(busy, "in the middle of + 1 2")
+    demo.say("When its lease lapses (2 s), the other ops worker takes + 1 2:")
+    demo.watch("demo-2", settled)
+    right = demo.answer(prompt)
+    demo.topology.worker("ops", busy)
+    demo.operators("demo-2", "Nothing that had settled ran again.")
+    return right
+
+
+def scenario_3(demo: Demo) -> bool:
+    demo.say("Scenario 3: the prompt dies while it waits for the answer.")
+    demo.prompt("demo-3", "prompt-3")
+    demo.hear(OPS, r"\[demo-3:\d\.3\]$")
+    demo.kill("prompt-3", "while it waits")
+    demo.say("A new prompt asks for the same id, and attaches to the same computation:")
+    second = demo.prompt("demo-3", "another-prompt-3")
+    demo.watch("demo-3", settled)
+    right = demo.answer(second)
+    demo.operators("demo-3", "Each operator ran once: the computation went on without a prompt.")
+    return right
+
+
+SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(
+        prog="resonator-demo",
+        description=__doc__.split("\n\n")[0].partition(": ")[2] if __doc__ else None,
+    )
+    cli.add_argument(
+        "scenario", nargs="?", choices=sorted(SCENARIOS), help="play only this one (default: all)"
+    )
+    cli.add_argument(
+        "--picture",
+        type=Path,
+        metavar="SVG",
+        help="save the live tree of scenario 1, mid-way, as an SVG picture",
+    )
+    args = cli.parse_args(argv)
+    console = Console(highlight=False)
+    demo = Demo(console, args.picture)
+    started = time.monotonic()
+    try:
+        demo.start()
+        chosen = [args.scenario] if args.scenario else list(SCENARIOS)
+        right = [SCENARIOS[name](demo) for name in chosen]
+    except KeyboardInterrupt:
+        demo.say("stopped: every process the demo started is stopped too")
+        return 130
+    except (TimeoutError, AssertionError) as error:
+        demo.say(f"the demo went wrong: {error}")
+        return 1
+    finally:
+        demo.stop()
+    demo.say(f"{sum(right)} of {len(right)} answers right, in {time.monotonic() - started:.0f} s")
+    return 0 if all(right) else 1
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
