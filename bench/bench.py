@@ -1,43 +1,60 @@
-"""What a durable step costs, embedded versus distributed, measured in one run.
+"""What a durable step costs, in each way Resonator can run, measured in one run.
 
-    uv run python bench/bench.py            # the full set, a few minutes
-    uv run python bench/bench.py --quick    # a reduced set, under a minute
+    uv run python bench/bench.py             # the full set: about ten minutes
+    uv run python bench/bench.py --quick     # a reduced set: about a minute
+    uv run --group bench python bench/bench.py --publish   # and update docs/
 
-It starts its own stand-in server and workers (exp/lhs, exp/rhs, one ops) on a
-free loopback port and stops them at the end. Every workload is evaluated
-through the same client code in two modes: embedded (the SDK's in-process
-server) and distributed (the stand-in and the three workers). It prints a
-Markdown table, writes the numbers as JSON and draws docs/bench.png.
+Modes: embedded (the SDK's in-process server), distributed (the stand-in and
+exp/lhs, exp/rhs and one ops worker, on a free loopback port), and postgres
+(resonator-postgres and the same workers) when RESONATE_PG_SQL names
+resonate.sql. Every mode is driven by the same client code. It measures:
+
+- latency of balanced expressions (depth 1 up) and a chain, per mode;
+- throughput of a small expression with 1, 4 and 16 in flight (distributed);
+- history: one-operator latency after 0 up to 20,000 earlier evaluations, with
+  every promise kept, and the memory each stored promise takes; then the same
+  with the default retention (--keep 1000), whose memory stays flat;
+- the protocol: requests per operator, and the stand-in's CPU per request;
+- batch: 200 and 2,000 expressions piped into `resonator --local`.
+
+It prints Markdown and writes JSON under bench/results/ (not tracked);
+--publish also writes the figures into docs/benchmark.md and draws
+docs/bench.png (needs the bench group, for matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import random
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resonator.cli import KEEP
 from resonator.connections import Link, Server
 from resonator.processes import Topology
 from resonator.resonator import calculate, connect
 from resonator.trace import Process
 from resonator.tree import Node, Reader
 
-ROOT = Path(__file__).resolve().parent.parent
-
 if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
     from resonator.parser import Expr, Op
 
+ROOT = Path(__file__).resolve().parent.parent
 OPS: tuple[Op, ...] = ("+", "*", "-")
+ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 
 
 def balanced(depth: int) -> Expr:
@@ -73,11 +90,43 @@ def count(node: Node | None) -> int:
     return 0 if node is None else 1 + sum(count(child) for child in node.children)
 
 
-class Client:
-    """One Resonate client per mode, evaluating under fresh ids."""
+def ms(samples: list[float], p: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1] * 1000
 
-    def __init__(self, resonate: Resonate, mode: str) -> None:
-        self.resonate, self.mode, self.n = resonate, mode, 0
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+        answer: dict[str, Any] = json.load(response)
+        return answer
+
+
+class Client:
+    """A prompt's Resonate client in one mode, evaluating under fresh ids."""
+
+    def __init__(self, mode: str, server: Server) -> None:
+        self.mode, self.server, self.n = mode, server, 0
+        self.resonate: Resonate = connect(server, "prompt", f"bench-{mode}", Process(mode))
+
+    async def __aenter__(self) -> Client:
+        self.resonate.start()
+        if self.server.link:
+            await self.server.link.up.wait()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.resonate.stop()
 
     async def evaluate(self, expr: Expr) -> tuple[str, float]:
         self.n += 1
@@ -86,7 +135,7 @@ class Client:
         await calculate(self.resonate, id, expr).result()
         return id, time.perf_counter() - start
 
-    async def latencies(self, expr: Expr, runs: int, warmup: int) -> list[float]:
+    async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
         for _ in range(warmup):
             await self.evaluate(expr)
         return [(await self.evaluate(expr))[1] for _ in range(runs)]
@@ -96,8 +145,8 @@ class Client:
         id, _ = await self.evaluate(expr)
         return count(await Reader(self.resonate.promises, None).tree(id))
 
-    async def throughput(self, expr: Expr, in_flight: int, total: int) -> float:
-        """Expressions per second with ``in_flight`` evaluations at all times."""
+    async def rate(self, expr: Expr, in_flight: int, total: int) -> float:
+        """Evaluations per second with ``in_flight`` of them under way at all times."""
         remaining = total
 
         async def lane() -> None:
@@ -110,97 +159,187 @@ class Client:
         await asyncio.gather(*(lane() for _ in range(in_flight)))
         return total / (time.perf_counter() - start)
 
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def percentile(samples: list[float], p: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[int(p) - 1] * 1000
+    def held(self) -> int:
+        """Promises the server holds now."""
+        if self.server.url is None:
+            return len(self.server.network.state.promises)  # type: ignore[union-attr]
+        return int(health(self.server.url)["promises"])
 
 
-async def measure(
-    topology: Topology, workloads: dict[str, Expr], runs: int, flights: list[int], memory: int
-) -> dict[str, Any]:
-    link = Link(topology.url)
-    distributed = connect(Server(topology.url, link), "prompt", "bench", Process("prompt"))
-    distributed.start()
-    await link.up.wait()
-    remote = Client(distributed, "distributed")
+# ── The measurements ────────────────────────────────────────────────────────
+
+
+async def latency(
+    clients: dict[str, Client], workloads: dict[str, Expr], runs: int
+) -> list[dict[str, Any]]:
     rows = []
-    try:
-        for name, expr in workloads.items():
-            operators, depth = size(expr)
-            row: dict[str, Any] = {"workload": name, "operators": operators, "depth": depth}
-            # A fresh in-process server for each workload: the SDK's model
-            # slows down as promises pile up (see the README), and the
-            # embedded numbers should not depend on the workloads before.
-            embedded = connect(Server(None), "prompt", "bench", Process("embedded"))
-            embedded.start()
-            try:
-                local = Client(embedded, "embedded")
-                row["promises"] = await local.promises(expr)
-                for mode, client in (("embedded", local), ("distributed", remote)):
-                    samples = await client.latencies(expr, runs, warmup=2)
-                    row[f"{mode}_p50_ms"] = percentile(samples, 50)
-                    row[f"{mode}_p95_ms"] = percentile(samples, 95)
-            finally:
-                await embedded.stop()
-            row["ratio_p50"] = row["distributed_p50_ms"] / row["embedded_p50_ms"]
-            rows.append(row)
-            print(
-                f"  {name}: {row['embedded_p50_ms']:.1f} ms embedded, "
-                f"{row['distributed_p50_ms']:.1f} ms distributed",
-                file=sys.stderr,
-            )
-        sample = balanced(2)
-        throughput = {
-            str(n): await remote.throughput(sample, n, total=max(4 * n, runs)) for n in flights
-        }
-        server = topology["server"].popen.pid
-        before = rss_kib(server)
-        await remote.throughput(sample, max(flights), total=memory)
-        after = rss_kib(server)
-    finally:
-        await distributed.stop()
+    for name, expr in workloads.items():
+        operators, depth = size(expr)
+        row: dict[str, Any] = {"workload": name, "operators": operators, "depth": depth}
+        row["promises"] = await clients["embedded"].promises(expr)
+        for mode, client in clients.items():
+            samples = await client.latencies(expr, runs)
+            row[f"{mode}_p50_ms"], row[f"{mode}_p95_ms"] = ms(samples, 50), ms(samples, 95)
+        rows.append(row)
+        said = ", ".join(f"{row[f'{mode}_p50_ms']:.1f} ms {mode}" for mode in clients)
+        print(f"  {name}: {said}", file=sys.stderr)
+    return rows
+
+
+async def history(client: Client, pid: int, checkpoints: list[int], runs: int) -> dict[str, Any]:
+    """One-operator latency, promises held and memory after each number of earlier evaluations."""
+    points: list[dict[str, Any]] = []
+    done = 0
+    for checkpoint in checkpoints:
+        rate = await client.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
+        done = checkpoint
+        samples = await client.latencies(ONE, runs, warmup=0)
+        done += runs
+        point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
+        points.append(point | {"promises": client.held(), "rss_kib": rss_kib(pid)})
+        print(f"  {client.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)
+    first, last = points[0], points[-1]
+    grown = (last["rss_kib"] - first["rss_kib"]) * 1024
+    stored = last["promises"] - first["promises"]
     return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "runs_per_point": runs,
-        "workloads": rows,
-        "throughput_workload": "balanced depth 2 (3 operators), distributed",
-        "throughput_per_s": throughput,
-        "memory": {"expressions": memory, "server_rss_kib_before": before, "after": after},
+        "points": points,
+        "ratio_last_first": last["p50_ms"] / first["p50_ms"],
+        "bytes_per_promise": grown / stored if stored > 0 else None,
     }
 
 
+async def protocol(client: Client, pid: int, runs: int) -> dict[str, float]:
+    """Requests one operator takes, and what each costs the stand-in in CPU."""
+    url = client.server.url
+    assert url is not None
+    before, cpu = health(url)["requests"], cpu_seconds(pid)
+    await client.latencies(ONE, runs, warmup=0)
+    requests = health(url)["requests"] - before
+    return {
+        "requests_per_operator": requests / runs,
+        "stand_in_us_per_request": (cpu_seconds(pid) - cpu) / requests * 1e6,
+    }
+
+
+def batch(sizes: list[int]) -> dict[str, float]:
+    """Seconds for ``resonator --local`` to evaluate that many piped expressions."""
+    rng, seconds = random.Random(1), {}
+    for n in sizes:
+        lines = "".join(f"{rng.randint(1, 99)} + {rng.randint(1, 99)} * 7\n" for _ in range(n))
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "resonator", "--local"],
+            input=lines,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert len(done.stdout.splitlines()) == n
+        seconds[str(n)] = time.perf_counter() - start
+    return seconds
+
+
+async def measure(
+    args: argparse.Namespace, topology: Topology, postgres: Topology | None
+) -> dict[str, Any]:
+    workloads = {f"balanced depth {d}": balanced(d) for d in range(1, args.depths + 1)}
+    workloads[f"chain of {args.chain}"] = chain(args.chain)
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "runs_per_point": args.runs,
+    }
+    servers = {"embedded": Server(None), "distributed": Server(topology.url, Link(topology.url))}
+    if postgres:
+        servers["postgres"] = Server(postgres.url, Link(postgres.url))
+    clients = {mode: Client(mode, server) for mode, server in servers.items()}
+    for client in clients.values():
+        await client.__aenter__()
+    try:
+        report["workloads"] = await latency(clients, workloads, args.runs)
+        remote, standin = clients["distributed"], topology["server"].popen.pid
+        report["throughput_per_s"] = {
+            str(n): await remote.rate(balanced(2), n, max(4 * n, args.runs)) for n in (1, 4, 16)
+        }
+        report["protocol"] = await protocol(remote, standin, args.runs)
+    finally:
+        for client in clients.values():
+            await client.__aexit__()
+    report["batch_seconds"] = batch(args.batch)
+    return report
+
+
+async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]:
+    """The history workload, each mode on a fresh server that keeps ``keep`` computations."""
+    runs = {}
+    embedded = Client("embedded", Server(None, keep=keep))
+    async with embedded:
+        runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs)
+    with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
+        topology.standard()
+        remote = Client("distributed", Server(topology.url, Link(topology.url)))
+        async with remote:
+            pid = topology["server"].popen.pid
+            runs["distributed"] = await history(remote, pid, args.history, args.runs)
+    return runs
+
+
+# ── Reporting ───────────────────────────────────────────────────────────────
+
+
 def markdown(report: dict[str, Any]) -> str:
+    modes = [
+        m
+        for m in ("embedded", "distributed", "postgres")
+        if f"{m}_p50_ms" in report["workloads"][0]
+    ]
     head = (
-        "| workload | operators | depth | promises | embedded p50 ms | embedded p95 ms "
-        "| distributed p50 ms | distributed p95 ms | distributed / embedded |"
+        "| workload | operators | promises | "
+        + " | ".join(f"{mode} p50 ms | {mode} p95 ms" for mode in modes)
+        + " | distributed / embedded |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * (4 + 2 * len(modes))]
     for r in report["workloads"]:
+        cells = " | ".join(f"{r[f'{m}_p50_ms']:.1f} | {r[f'{m}_p95_ms']:.1f}" for m in modes)
+        ratio = r["distributed_p50_ms"] / r["embedded_p50_ms"]
         lines.append(
-            f"| {r['workload']} | {r['operators']} | {r['depth']} | {r['promises']} "
-            f"| {r['embedded_p50_ms']:.1f} | {r['embedded_p95_ms']:.1f} "
-            f"| {r['distributed_p50_ms']:.1f} | {r['distributed_p95_ms']:.1f} "
-            f"| {r['ratio_p50']:.1f}x |"
+            f"| {r['workload']} | {r['operators']} | {r['promises']} | {cells} | {ratio:.1f}x |"
         )
     flights = ", ".join(f"{n} in flight: {v:.0f}/s" for n, v in report["throughput_per_s"].items())
-    memory = report["memory"]
+    protocol, batch_s = report["protocol"], report["batch_seconds"]
+    first, *_, last = batch_s
     lines += [
         "",
-        f"Throughput ({report['throughput_workload']}): {flights}.",
-        f"Stand-in memory: {memory['server_rss_kib_before'] / 1024:.0f} MiB before and "
-        f"{memory['after'] / 1024:.0f} MiB after {memory['expressions']} more expressions.",
-        f"Measured {report['date']} on {report['machine']}, "
-        f"{report['runs_per_point']} evaluations per point after a warm-up.",
+        f"Throughput (balanced depth 2, distributed): {flights}.",
+        f"Protocol: {protocol['requests_per_operator']:.1f} requests per one-operator "
+        f"expression; the stand-in spends {protocol['stand_in_us_per_request']:.0f} µs of CPU "
+        "on each.",
+        "Batch: "
+        + ", ".join(f"{s:.1f} s for {n} piped expressions" for n, s in batch_s.items())
+        + f" ({batch_s[last] / batch_s[first]:.1f}x).",
     ]
+    for keep, runs in report["history"].items():
+        lines += [
+            "",
+            f"History, {keep}:",
+            "",
+            "| mode | "
+            + " | ".join(f"after {p['after']:,}" for p in runs["embedded"]["points"])
+            + " | last / first | memory |",
+            "|" + "---|" * (len(runs["embedded"]["points"]) + 3),
+        ]
+        for mode, run in runs.items():
+            latencies = " | ".join(f"{p['p50_ms']:.1f} ms" for p in run["points"])
+            per = run["bytes_per_promise"]
+            memory = (
+                f"{per / 1024:.1f} KiB per promise"
+                if per and keep == "every promise kept"
+                else f"{run['points'][-1]['rss_kib'] / 1024:.0f} MiB, "
+                f"{run['points'][-1]['promises']:,} promises held"
+            )
+            lines.append(f"| {mode} | {latencies} | {run['ratio_last_first']:.2f}x | {memory} |")
+    lines += ["", f"Measured {report['date']} on {report['machine']}."]
     return "\n".join(lines)
 
 
@@ -211,69 +350,38 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for mode, style in (("embedded", "--"), ("distributed", "-")):
+    figure, (shapes, history) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for mode, style in (("embedded", ":"), ("distributed", "-"), ("postgres", "--")):
         for shape, marker in (("balanced", "o"), ("chain", "s")):
             rows = [r for r in report["workloads"] if r["workload"].startswith(shape)]
-            if rows:
-                axes.plot(
+            if rows and f"{mode}_p50_ms" in rows[0]:
+                shapes.plot(
                     [r["operators"] for r in rows],
                     [r[f"{mode}_p50_ms"] for r in rows],
                     style,
                     marker=marker,
                     label=f"{shape}, {mode}",
                 )
-    axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
-    axes.set_yscale("log")
-    axes.set_xlabel("operators in the expression")
-    axes.set_ylabel("p50 latency (ms)")
-    axes.set_title(f"Resonator: latency per expression ({report['date']})")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    shapes.set_xscale("log", base=2)
+    shapes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
+    shapes.set_yscale("log")
+    shapes.set_xlabel("operators in the expression")
+    shapes.set_ylabel("p50 latency (ms)")
+    shapes.set_title("latency per expression")
+    shapes.grid(True, which="both", alpha=0.3)
+    shapes.legend(fontsize="small")
+    for mode, run in report["history"]["every promise kept"].items():
+        points = run["points"]
+        history.plot([p["after"] for p in points], [p["p50_ms"] for p in points], "-o", label=mode)
+    history.set_xlabel("earlier evaluations")
+    history.set_ylabel("p50 latency of one operator (ms)")
+    history.set_ylim(bottom=0)
+    history.set_title("cost after history")
+    history.grid(True, alpha=0.3)
+    history.legend(fontsize="small")
+    figure.suptitle(f"Resonator benchmark ({report['date']})")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-
-
-def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    cli.add_argument("--quick", action="store_true", help="a reduced set, under a minute")
-    cli.add_argument("--depths", type=int, help="balanced depths 1..N (6; --quick 4)")
-    cli.add_argument("--chain", type=int, help="operators in the chain (32; --quick 8)")
-    cli.add_argument("--runs", type=int, help="evaluations per point (20; --quick 10)")
-    cli.add_argument("--memory", type=int, help="expressions for the memory check (1000; 200)")
-    cli.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "bench" / "results" / "results.json",
-        help="where the numbers go (default: %(default)s, not tracked)",
-    )
-    cli.add_argument(
-        "--publish",
-        action="store_true",
-        help="also write the figures into docs/benchmark.md and draw docs/bench.png "
-        "(needs the bench group: uv run --group bench ...)",
-    )
-    args = cli.parse_args(argv)
-    defaults = (4, 8, 10, 200) if args.quick else (6, 32, 20, 1000)
-    for name, value in zip(("depths", "chain", "runs", "memory"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    workloads = {f"balanced depth {d}": balanced(d) for d in range(1, args.depths + 1)}
-    workloads[f"chain of {args.chain}"] = chain(args.chain)
-    with Topology() as topology:
-        topology.standard()
-        report = asyncio.run(measure(topology, workloads, args.runs, [1, 4, 16], args.memory))
-    print(markdown(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}", file=sys.stderr)
-    if args.publish:
-        publish(report)
-    return 0
+    figure.savefig(path, dpi=100)
 
 
 def publish(report: dict[str, Any]) -> None:
@@ -285,6 +393,59 @@ def publish(report: dict[str, Any]) -> None:
     page.write_text(head + begin + markdown(report) + "\n" + end + rest.split(end)[1])
     chart(report, ROOT / "docs" / "bench.png")
     print(f"wrote {page} and docs/bench.png", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    cli.add_argument("--quick", action="store_true", help="a reduced set, in about a minute")
+    cli.add_argument("--depths", type=int, help="balanced depths 1..N (6; --quick 3)")
+    cli.add_argument("--chain", type=int, help="operators in the chain (32; --quick 8)")
+    cli.add_argument("--runs", type=int, help="evaluations per point (20; --quick 10)")
+    cli.add_argument(
+        "--history",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="earlier evaluations at each history point (0,1000,5000,20000; --quick 0,300,1000)",
+    )
+    cli.add_argument(
+        "--batch",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[200, 2000],
+        help="expressions piped into resonator --local, each size in turn (200,2000)",
+    )
+    cli.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "results.json",
+        help="where the numbers go (default: %(default)s, not tracked)",
+    )
+    cli.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write the figures into docs/benchmark.md and draw docs/bench.png",
+    )
+    args = cli.parse_args(argv)
+    defaults = (3, 8, 10, [0, 300, 1000]) if args.quick else (6, 32, 20, [0, 1000, 5000, 20000])
+    for name, value in zip(("depths", "chain", "runs", "history"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    sql = os.environ.get("RESONATE_PG_SQL")
+    with contextlib.ExitStack() as running:
+        topology = running.enter_context(Topology()).standard()
+        database = running.enter_context(Topology(postgres=sql)).standard() if sql else None
+        report = asyncio.run(measure(args, topology, database))
+    report["history"] = {
+        "every promise kept": asyncio.run(remember(args, None)),
+        f"keeping the last {KEEP} computations": asyncio.run(remember(args, KEEP)),
+    }
+    print(markdown(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    if args.publish:
+        publish(report)
+    return 0
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class DevServer:
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.said: dict[str, float] = {}  # line -> when it may be said again
+        self.requests = 0  # answered on POST /, for /health
         self.state = IndexedServerState(keep)
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
@@ -101,6 +102,7 @@ class DevServer:
         return app
 
     async def request(self, request: web.Request) -> web.Response:
+        self.requests += 1
         try:
             envelope = self.answer(unwrap_request_envelope(await self.body(request)))
             encoded = msgspec.json.encode(envelope)
@@ -179,7 +181,9 @@ class DevServer:
         return response
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        """200, with what the server holds and how many requests it has answered."""
+        held = {"promises": len(self.state.promises), "tasks": len(self.state.tasks)}
+        return web.json_response({"status": "ok", "requests": self.requests, **held})
 
     def connection(self, handlers: web.Server) -> asyncio.BaseProtocol:
         """A new connection's protocol: aiohttp's, or one that closes it when there are too many."""

@@ -112,11 +112,15 @@ class Calculator:
             except TimeoutError:
                 raise Unreachable(self.link.url) from None
 
-    def evaluate(self, expr: Expr, id: str) -> int:
-        """The value of ``expr``, computed durably as invocation ``id``."""
-        return self.wait(self._evaluate(expr, id))
+    def evaluate(self, expr: Expr, id: str, named: bool = False) -> int:
+        """The value of ``expr``, computed durably as invocation ``id``.
 
-    async def _evaluate(self, expr: Expr, id: str) -> int:
+        ``named``: the id was given, not made up here, so it may already name
+        a computation of something else.
+        """
+        return self.wait(self._evaluate(expr, id, named))
+
+    async def _evaluate(self, expr: Expr, id: str, named: bool) -> int:
         try:
             value = await self.calculate(self.resonate, id, expr).result()
         except ApplicationError:
@@ -126,6 +130,8 @@ class Calculator:
                     "it (running the same id again computes everything again)"
                 ) from None
             raise
+        if not named:
+            return value
         # An id that already exists is attached to, whatever it computes, so
         # a reused id must name the same expression to answer this one.
         stored = (await self.resonate.promises.get(id)).param.data
@@ -217,10 +223,10 @@ def width(piece: str) -> int:
     )
 
 
-def compute(calculator: Calculator, text: str, id: str) -> int | None:
+def compute(calculator: Calculator, text: str, id: str, named: bool = False) -> int | None:
     """Parse and evaluate one line; report any error on stderr as one line."""
     try:
-        return calculator.evaluate(parse(text), id)
+        return calculator.evaluate(parse(text), id, named)
     except ParseError as error:
         print(syntax_error(text, error), file=sys.stderr)
     except ResonateError as error:
@@ -290,7 +296,7 @@ def batch(calculator: Calculator, inputs: Iterable[tuple[int, str | None]], args
                 done = started(calculator, text, id) and watch_one(calculator, id)
                 status = status if done else 1
                 continue
-            value = compute(calculator, text, id)
+            value = compute(calculator, text, id, named=bool(args.id))
         except KeyboardInterrupt:
             print(f"\nstopped waiting; the computation goes on as {id}", file=sys.stderr)
             return 130

@@ -10,30 +10,24 @@ from bench import bench
 if TYPE_CHECKING:
     from pathlib import Path
 
-COLUMNS = {
-    "workload",
-    "operators",
-    "depth",
-    "promises",
-    "embedded_p50_ms",
-    "embedded_p95_ms",
-    "distributed_p50_ms",
-    "distributed_p95_ms",
-    "ratio_p50",
-}
 
-
-def test_a_tiny_run_reports_every_column(tmp_path: Path) -> None:
+def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    args = ["--quick", "--depths", "1", "--chain", "2", "--runs", "3", "--memory", "4"]
-    assert bench.main([*args, "--out", str(out)]) == 0
+    tiny = ["--quick", "--depths", "1", "--chain", "2", "--runs", "3"]
+    assert bench.main([*tiny, "--history", "0,12", "--batch", "3,6", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [row["workload"] for row in report["workloads"]] == ["balanced depth 1", "chain of 2"]
     for row in report["workloads"]:
-        assert set(row) == COLUMNS
         assert row["promises"] == 3 * row["operators"] + 1
+        assert row["distributed_p50_ms"] > 0
+        assert row["embedded_p50_ms"] > 0
     assert set(report["throughput_per_s"]) == {"1", "4", "16"}
-    assert report["memory"]["expressions"] == 4
-    table = bench.markdown(report).splitlines()
-    assert table[0].count("|") == len(COLUMNS) + 1
-    assert table[2].startswith("| balanced depth 1 | 1 | 1 | 4 |")
+    assert report["protocol"]["requests_per_operator"] > 4
+    assert set(report["batch_seconds"]) == {"3", "6"}
+    for runs in report["history"].values():
+        for run in runs.values():
+            assert [point["after"] for point in run["points"]] == [0, 12]
+            assert run["points"][1]["promises"] > run["points"][0]["promises"]
+    table = bench.markdown(report)
+    assert table.splitlines()[2].startswith("| balanced depth 1 | 1 | 4 |")
+    assert "History, every promise kept:" in table
