@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -176,7 +175,7 @@ async def latency(
     for name, expr in workloads.items():
         operators, depth = size(expr)
         row: dict[str, Any] = {"workload": name, "operators": operators, "depth": depth}
-        row["promises"] = await clients["embedded"].promises(expr)
+        row["promises"] = await next(iter(clients.values())).promises(expr)
         for mode, client in clients.items():
             samples = await client.latencies(expr, runs)
             row[f"{mode}_p50_ms"], row[f"{mode}_p95_ms"] = ms(samples, 50), ms(samples, 95)
@@ -239,25 +238,22 @@ def batch(sizes: list[int]) -> dict[str, float]:
     return seconds
 
 
-async def measure(
-    args: argparse.Namespace, topology: Topology, postgres: Topology | None
-) -> dict[str, Any]:
-    workloads = {f"balanced depth {d}": balanced(d) for d in range(1, args.depths + 1)}
-    workloads[f"chain of {args.chain}"] = chain(args.chain)
+async def measure(args: argparse.Namespace, topology: Topology) -> dict[str, Any]:
+    """Latency of each workload embedded and distributed, and the stand-in's other figures."""
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "runs_per_point": args.runs,
     }
-    servers = {"embedded": Server(None), "distributed": Server(topology.url, Link(topology.url))}
-    if postgres:
-        servers["postgres"] = Server(postgres.url, Link(postgres.url))
-    clients = {mode: Client(mode, server) for mode, server in servers.items()}
+    clients = {
+        "embedded": Client("embedded", Server(None)),
+        "distributed": Client("distributed", Server(topology.url, Link(topology.url))),
+    }
     for client in clients.values():
         await client.__aenter__()
     try:
-        report["workloads"] = await latency(clients, workloads, args.runs)
+        report["workloads"] = await latency(clients, workloads(args), args.runs)
         remote, standin = clients["distributed"], topology["server"].popen.pid
         report["throughput_per_s"] = {
             str(n): await remote.rate(balanced(2), n, max(4 * n, args.runs)) for n in (1, 4, 16)
@@ -268,6 +264,17 @@ async def measure(
             await client.__aexit__()
     report["batch_seconds"] = batch(args.batch)
     return report
+
+
+async def on_postgres(args: argparse.Namespace, database: Topology) -> list[dict[str, Any]]:
+    """Latency of each workload on resonator-postgres (run alone, so nothing else competes)."""
+    async with Client("postgres", Server(database.url, Link(database.url))) as client:
+        return await latency({"postgres": client}, workloads(args), args.runs)
+
+
+def workloads(args: argparse.Namespace) -> dict[str, Expr]:
+    shapes = {f"balanced depth {d}": balanced(d) for d in range(1, args.depths + 1)}
+    return shapes | {f"chain of {args.chain}": chain(args.chain)}
 
 
 async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]:
@@ -430,11 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in zip(("depths", "chain", "runs", "history"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    sql = os.environ.get("RESONATE_PG_SQL")
-    with contextlib.ExitStack() as running:
-        topology = running.enter_context(Topology()).standard()
-        database = running.enter_context(Topology(postgres=sql)).standard() if sql else None
-        report = asyncio.run(measure(args, topology, database))
+    with Topology() as topology:
+        report = asyncio.run(measure(args, topology.standard()))
+    if sql := os.environ.get("RESONATE_PG_SQL"):
+        with Topology(postgres=sql) as database:
+            rows = asyncio.run(on_postgres(args, database.standard()))
+        for row, on_pg in zip(report["workloads"], rows, strict=True):
+            row |= {key: value for key, value in on_pg.items() if key.startswith("postgres")}
     report["history"] = {
         "every promise kept": asyncio.run(remember(args, None)),
         f"keeping the last {KEEP} computations": asyncio.run(remember(args, KEEP)),

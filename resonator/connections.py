@@ -56,7 +56,8 @@ class Link:
 
     def __init__(self, url: str, greet: bool = True, silent_until_connected: bool = False) -> None:
         self.url = url
-        self.up = asyncio.Event()
+        self.up = asyncio.Event()  # set while the channel works
+        self.down = asyncio.Event()  # set while it does not (after it first worked)
         self.greet = greet
         self.silent = silent_until_connected
         self.lost_reported = False
@@ -65,6 +66,7 @@ class Link:
         if self.up.is_set():
             return
         self.up.set()
+        self.down.clear()
         if self.greet or self.lost_reported:
             log.warning("connected to %s", self.url)
         self.greet = True
@@ -74,9 +76,11 @@ class Link:
     def paused(self) -> None:
         """The channel closed; another is opened at once, so nothing to say yet."""
         self.up.clear()
+        self.down.set()
 
     def lost(self, why: Exception) -> None:
         self.up.clear()
+        self.down.set()
         log.debug("connection to %s failed: %r", self.url, why)
         if self.lost_reported or self.silent:
             return

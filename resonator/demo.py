@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
+from rich.text import Text
 
 from resonator.connections import Link, Server
 from resonator.processes import TRACE, WAIT, Topology
@@ -39,20 +40,40 @@ from resonator.tree import Node, Reader, draw, table
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from rich.console import RenderableType
+
     from resonator.processes import Process as Child
 
 ARTICLE = "(1 + 2) * (3 - 4)"
 ANSWER = "-3"
 OPS = ("ops1", "ops2")
 EVERY = 0.2  # seconds between reads of the tree
+TOPOLOGY = """\
+❯ prompt   R = (1 + 2) * (3 - 4)
+    │  creates the root promise R and runs its first step
+    ▼
+┌─────────────────────────────────────────────────────────────────────────┐
+│ Resonate server   a durable promise and a task for every call,          │
+│                   each task leased to a process at the call's address   │
+└─────────────────────────────────────────────────────────────────────────┘
+    │ R:1    = 1 + 2          │ R:2    = 3 - 4          │ R:3    * 3 -1
+    │ R:1.1  = 1              │ R:1.2  = 2              │ R:1.3  + 1 2
+    │ R:2.1  = 3              │ R:2.2  = 4              │ R:2.3  - 3 4
+    ▼ poll://uni@exp/lhs      ▼ poll://uni@exp/rhs      ▼ poll://any@ops
+┌─────────────────────┐   ┌─────────────────────┐   ┌─────────────────────┐
+│ exp/lhs             │   │ exp/rhs             │   │ ops (any member)    │
+│ every left operand  │   │ every right operand │   │ + - *               │
+└─────────────────────┘   └─────────────────────┘   └─────────────────────┘
+  Later runs of R (after a child settles) go to poll://any@exp: either exp
+  worker. The workers never talk to each other, only to the server."""
 
 
 class Demo:
     """The processes, a view of their computation, and what is said about both."""
 
-    def __init__(self, console: Console, picture: Path | None) -> None:
+    def __init__(self, console: Console, pictures: Path | None) -> None:
         self.console = console
-        self.picture = picture  # where to save the tree of scenario 1, mid-way
+        self.pictures = pictures  # where to save pictures of scenario 1 and the topology
         self.live = console.is_terminal and not console.is_dumb_terminal
         self.heard: list[tuple[str, str]] = []  # (process, line), every line printed
         self.hearing = threading.Condition()
@@ -141,14 +162,16 @@ class Demo:
             time.sleep(EVERY)
         raise TimeoutError(f"computation {id} never got there")
 
-    def save(self, root: Node, path: Path) -> None:
-        """The tree as an SVG picture, drawn as in a terminal."""
+    def save(self, picture: RenderableType, name: str, title: str) -> None:
+        """Save what the terminal shows as an SVG picture, under ``pictures``."""
+        assert self.pictures is not None
         with open(os.devnull, "w") as nowhere:
             recorder = Console(record=True, width=92, file=nowhere)
-            recorder.print(table(root))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(recorder.export_svg(title="resonator-demo, scenario 1"))
-        self.say(f"saved a picture of this tree to {path}")
+            recorder.print(picture)
+        self.pictures.mkdir(parents=True, exist_ok=True)
+        path = self.pictures / name
+        path.write_text(recorder.export_svg(title=title))
+        self.say(f"saved {path}")
 
     # ── Acting ──
 
@@ -194,6 +217,14 @@ class Demo:
 # ── The scenarios ───────────────────────────────────────────────────────────
 
 
+def topology() -> Text:
+    """The article's processes and the server, as a picture for the README."""
+    picture = Text(TOPOLOGY)
+    picture.highlight_words(["❯ prompt", "Resonate server", "exp/lhs", "exp/rhs", "ops"], "bold")
+    picture.highlight_regex(r"poll://\S+", "magenta")
+    return picture
+
+
 def nodes(root: Node) -> list[Node]:
     return [root, *(node for child in root.children for node in nodes(child))]
 
@@ -217,8 +248,9 @@ def scenario_1(demo: Demo) -> bool:
     demo.kill("lhs", "as it starts on = 1 + 2")
     demo.say("What exp/rhs can do gets done; what is for exp/lhs waits, once its lease lapses:")
     root = demo.watch("demo-1", lhs_is_missed)
-    if demo.picture:
-        demo.save(root, demo.picture)
+    if demo.pictures:
+        demo.save(table(root), "tree.svg", "resonator-demo: exp/lhs was killed")
+        demo.save(topology(), "topology.svg", "Resonator: the processes and the server")
     demo.say("exp/lhs comes back, with the same pid, and takes up = 1 + 2:")
     demo.topology.worker("exp", "lhs")
     demo.watch("demo-1", settled)
@@ -265,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         "scenario", nargs="?", choices=sorted(SCENARIOS), help="play only this one (default: all)"
     )
     cli.add_argument(
-        "--picture",
+        "--pictures",
         type=Path,
-        metavar="SVG",
-        help="save the live tree of scenario 1, mid-way, as an SVG picture",
+        metavar="DIR",
+        help="save the live tree of scenario 1, mid-way, and the topology, as SVG pictures",
     )
     args = cli.parse_args(argv)
     console = Console(highlight=False)
-    demo = Demo(console, args.picture)
+    demo = Demo(console, args.pictures)
     started = time.monotonic()
     try:
         demo.start()

@@ -121,15 +121,7 @@ class Calculator:
         return self.wait(self._evaluate(expr, id, named))
 
     async def _evaluate(self, expr: Expr, id: str, named: bool) -> int:
-        try:
-            value = await self.calculate(self.resonate, id, expr).result()
-        except ApplicationError:
-            if not await self.exists(id):
-                raise ApplicationError(
-                    f"the server no longer has computation {id}: it restarted and forgot "
-                    "it (running the same id again computes everything again)"
-                ) from None
-            raise
+        value: int = await self.outcome(self.calculate(self.resonate, id, expr), id)
         if not named:
             return value
         # An id that already exists is attached to, whatever it computes, so
@@ -140,14 +132,38 @@ class Calculator:
             raise ApplicationError(f"id {id} already names another expression: {other}")
         return value
 
-    async def exists(self, id: str) -> bool:
+    async def outcome(self, handle: ResonateHandle[int], id: str) -> int:
+        """The value of computation ``id``, read again each time the server is back.
+
+        While the link is down, the server may settle the computation with
+        nobody to tell, or (in memory) restart and forget it: after each
+        reconnection the prompt reads the promise to learn which.
+        """
+        result = asyncio.ensure_future(handle.result())
         try:
-            await self.resonate.promises.get(id)
-        except ServerError as error:
-            if error.code == 404:
-                return False
-            raise
-        return True
+            while self.link is not None and not result.done():
+                down = asyncio.ensure_future(self.link.down.wait())
+                await asyncio.wait({result, down}, return_when=asyncio.FIRST_COMPLETED)
+                down.cancel()
+                if result.done():
+                    break
+                await self.link.up.wait()
+                try:
+                    record = await self.resonate.promises.get(id)
+                except ServerError as error:
+                    if error.code != 404:
+                        raise
+                    raise ApplicationError(
+                        f"the server no longer has computation {id}: it restarted and forgot "
+                        "it (running the same id again computes everything again)"
+                    ) from None
+                if record.state == "resolved" and isinstance(record.value.data, int):
+                    return record.value.data
+                if record.state != "pending":
+                    raise ApplicationError(f"computation {id} ended {record.state}")
+            return await result
+        finally:
+            result.cancel()
 
     def reader(self) -> Reader:
         return Reader(self.resonate.promises, self.server.network)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Concatenate
+from typing import TYPE_CHECKING
 
 from resonate.resonate import Resonate
 
@@ -93,8 +93,7 @@ async def multiply(ctx: Context, x: int, y: int) -> int:
 # The names the functions are registered under. An operator in a tree node
 # ("+") is the name of the function that computes it, so "=" calls
 # rpc(op, ...) with the very op it finds in the tree.
-type Durable = Callable[Concatenate[Context, ...], Awaitable[int]]
-FUNCTIONS: dict[str, Durable] = {
+FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
     "=": evaluate,
     "+": add,
     "-": subtract,
@@ -122,9 +121,10 @@ def connect(
         group=group,
         pid=pid,
         ttl=timedelta(seconds=ttl) if ttl else None,
-        # How often a waiting prompt asks again about its computation: a
-        # server that restarted without it is noticed within seconds.
-        subscription_refresh_secs=2,
+        # The SDK's periodic check of awaited promises is off: it takes a
+        # promise that is still being created for one that is gone (see
+        # docs/sdk-0.4.md). The prompt checks after each reconnection instead.
+        subscription_refresh_secs=0,
         autostart=False,
     )
     for name, function in FUNCTIONS.items():

@@ -7,6 +7,9 @@ import logging
 
 import pytest
 from hypothesis import given, settings
+from resonate.connections import LocalConnection
+from resonate.error import ApplicationError
+from resonate.resonate import Resonate
 
 from resonator.parser import MAX_LENGTH, Expr, parse, render
 from tests.conftest import embedded, oracle, trees
@@ -94,3 +97,29 @@ def test_the_same_id_returns_the_stored_result_without_running_again(
 def test_random_trees_agree_with_the_oracle(tree: Expr) -> None:
     text = render(tree)
     assert asyncio.run(evaluate(text)) == [oracle(text)]
+
+
+async def noop(ctx: object, x: int) -> int:
+    return x
+
+
+def test_the_sdks_periodic_check_takes_a_promise_being_created_for_one_that_is_gone() -> None:
+    """Why connect() turns that check off; when this fails, the SDK is fixed."""
+
+    async def failures(refresh: float) -> int:
+        resonate = Resonate(
+            network=LocalConnection(), subscription_refresh_secs=refresh, autostart=False
+        )
+        resonate.register(noop, name="noop")
+        resonate.start()
+        failed = 0
+        for i in range(500):
+            try:
+                await resonate.run(f"r{i}", "noop", i).result()
+            except ApplicationError:
+                failed += 1
+        await resonate.stop()
+        return failed
+
+    assert asyncio.run(failures(0.001)) > 0
+    assert asyncio.run(failures(0)) == 0
