@@ -192,8 +192,8 @@ async def history(client: Client, pid: int, checkpoints: list[int], runs: int) -
     for checkpoint in checkpoints:
         rate = await client.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
         done = checkpoint
-        samples = await client.latencies(ONE, runs, warmup=0)
-        done += runs
+        samples = await client.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
+        done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
         points.append(point | {"promises": client.held(), "rss_kib": rss_kib(pid)})
         print(f"  {client.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)

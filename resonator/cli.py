@@ -9,6 +9,7 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
+from typing import NoReturn
 
 DEFAULT_URL = "http://localhost:8001"
 KEEP = 1000  # settled computations a server keeps, by default
@@ -48,8 +49,8 @@ class Settings:
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
     cli = argparse.ArgumentParser(
         prog="resonator",
-        description="A distributed calculator on durable promises. With GRP set it is a "
-        "worker; otherwise the prompt: give expressions as arguments, pipe them in, "
+        description="A distributed calculator on durable promises. With GRP set it is a\n"
+        "worker; otherwise the prompt: give expressions as arguments, pipe them in,\n"
         "or type them at the ❯ prompt.",
         epilog=ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -57,7 +58,9 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     cli.add_argument("expressions", nargs="*", metavar="EXPR", help="evaluate these and exit")
     where = cli.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="run embedded, without a server")
-    where.add_argument("--url", help="the Resonate server (default: RESONATE_URL)")
+    where.add_argument(
+        "--url", help="the Resonate server, http://... or postgresql://... (default: RESONATE_URL)"
+    )
     cli.add_argument("--id", help="name the durable invocation (one expression only)")
     cli.add_argument(
         "--tree",
@@ -128,12 +131,20 @@ def seconds(name: str) -> float | None:
 def count(name: str, default: int) -> int:
     """The environment variable ``name`` as a positive whole number."""
     text = os.environ.get(name) or str(default)
+    try:
+        return positive(text)
+    except argparse.ArgumentTypeError as error:
+        usage(f"{name} must be {error}")
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number above 0."""
     if not text.isdigit() or int(text) < 1:
-        usage(f"{name} must be a whole number above 0, not {text!r}")
+        raise argparse.ArgumentTypeError(f"a whole number above 0, not {text!r}")
     return int(text)
 
 
-def usage(message: str) -> None:
+def usage(message: str) -> NoReturn:
     print(f"resonator: {message}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -57,7 +57,7 @@ class Link:
     def __init__(self, url: str, greet: bool = True, silent_until_connected: bool = False) -> None:
         self.url = url
         self.up = asyncio.Event()  # set while the channel works
-        self.down = asyncio.Event()  # set while it does not (after it first worked)
+        self.down = asyncio.Event()  # set while it does not, once it was tried
         self.greet = greet
         self.silent = silent_until_connected
         self.lost_reported = False
@@ -137,8 +137,9 @@ class KeepListening(SSEConnection):
                 self.link.paused()
             except Exception as error:  # any reason at all: say so, and listen again
                 self.link.lost(error)
-                await asyncio.sleep(self._backoff.delay(attempt))
-                attempt += 1
+            # A server that ends every stream at once is not asked again at once.
+            await asyncio.sleep(self._backoff.delay(attempt))
+            attempt += 1
 
 
 class Server:

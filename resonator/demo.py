@@ -291,7 +291,8 @@ SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3}
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(
         prog="resonator-demo",
-        description=__doc__.split("\n\n")[0].partition(": ")[2] if __doc__ else None,
+        description="The article's failure modes, healed on real processes: a stand-in "
+        "server and workers of its own, on a free loopback port.",
     )
     cli.add_argument(
         "scenario", nargs="?", choices=sorted(SCENARIOS), help="play only this one (default: all)"

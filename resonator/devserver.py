@@ -41,7 +41,7 @@ from resonate.connections.local import (
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.cli import KEEP, OneLine
+from resonator.cli import KEEP, OneLine, positive
 from resonator.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument(
         "--keep",
-        type=int,
+        type=positive,
         default=KEEP,
         metavar="N",
         help="settled computations to keep in memory; older ones are forgotten "

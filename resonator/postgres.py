@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from resonate_pg import PostgresConnection
 
-from resonator.cli import KEEP, OneLine
+from resonator.cli import KEEP, OneLine, positive
 
 if TYPE_CHECKING:
     from resonator.connections import Link
@@ -198,6 +198,11 @@ def start(data: Path, port: int, user: pwd.struct_passwd | None) -> subprocess.P
     """The postmaster, on loopback only, once it accepts connections."""
     postgres = [str(binaries() / "postgres"), "-D", str(data), "-p", str(port)]
     postgres += ["-c", "listen_addresses=127.0.0.1", "-k", str(data.resolve())]
+    # resonate.sql's procedures can deadlock one another (a settle locks a
+    # child, then its parent; a suspend locks them in id order); resonate_rpc
+    # retries, but Postgres only looks for a deadlock after deadlock_timeout,
+    # one second by default, which every such step would then wait.
+    postgres += ["-c", "deadlock_timeout=20ms"]
     server = run(
         postgres,
         user,
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument(
         "--keep",
-        type=int,
+        type=positive,
         default=KEEP,
         metavar="N",
         help="settled computations to keep; older ones are forgotten (default: %(default)s)",

@@ -1,49 +1,35 @@
 """The prompt: expressions in, values out, interactively or in batch.
 
-The Resonate client runs on an event loop in a thread of its own, so that the
-prompt itself stays plain blocking code: ``input()`` with readline, and
-Ctrl-C arriving as ``KeyboardInterrupt`` wherever the prompt waits.
+Its Resonate client (``calculator.Calculator``) runs on a thread of its own;
+everything here is plain blocking code, and Ctrl-C arrives as
+``KeyboardInterrupt`` wherever it waits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
 import signal
 import sys
-import threading
 import unicodedata
 import uuid
 from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
-from resonate.error import ApplicationError, ResonateError, ServerError
-from rich.console import Console
+from resonate.error import ResonateError
 
+from resonator.calculator import Calculator, Unreachable
 from resonator.cli import DEFAULT_URL
-from resonator.connections import Link, Server, healthy, shut_down
-from resonator.parser import ParseError, parse, render
-from resonator.trace import Process
-from resonator.tree import Reader, draw
-from resonator.watch import follow, show
+from resonator.connections import healthy
+from resonator.parser import ParseError, parse
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Coroutine, Iterable, Iterator
-    from concurrent.futures import Future
+    from collections.abc import Iterable, Iterator
 
-    from resonate.handle import ResonateHandle
-    from resonate.resonate import Resonate
-
+    from resonator.calculator import Calculate
     from resonator.cli import Settings
     from resonator.connections import Connect
-    from resonator.parser import Expr
-    from resonator.tree import Node
-
-    # resonator.calculate: start (or attach to) computation ``id`` of ``expr``
-    type Calculate = Callable[[Resonate, str, Expr], ResonateHandle[int]]
 
 log = logging.getLogger("resonator")
 
@@ -55,144 +41,6 @@ Type an expression such as (1 + 2) * (3 - 4), or a command:
   :watch [ID]  the same, redrawn as it changes, until it settles (Ctrl-C stops watching)
   :help        this
 Ctrl-C stops waiting for a result (the computation goes on); Ctrl-D quits."""
-
-
-class Unreachable(Exception):
-    """The server did not answer in time."""
-
-
-class Calculator:
-    """The prompt's Resonate client, on an event loop in a thread of its own."""
-
-    def __init__(
-        self,
-        connect: Connect,
-        calculate: Calculate,
-        url: str | None,
-        settings: Settings,
-        quiet: bool = False,
-    ) -> None:
-        self.calculate = calculate
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        # A batch run says itself, once, that it cannot reach the server.
-        self.link = Link(url, silent_until_connected=quiet) if url else None
-        process = Process("prompt" if url else "embedded", settings.op_delay)
-        pid = uuid.uuid4().hex[:8]
-        self.server = Server(url, self.link, settings.keep)
-        self.resonate = connect(self.server, "prompt", pid, process, ttl=settings.ttl)
-        self.call(self._start()).result()
-
-    def _run(self) -> None:
-        # Signals are for the prompt's thread: there Ctrl-C interrupts a wait.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGALRM})
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        self.resonate.start()
-
-    def call[T](self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def wait[T](self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the client's loop; Ctrl-C or a timeout abandons it."""
-        future = self.call(coro)
-        try:
-            return future.result(timeout)
-        except BaseException:
-            future.cancel()
-            raise
-
-    def connected(self, timeout: float | None = None) -> None:
-        """Block until the server can push to us (results arrive that way)."""
-        if self.link and not self.link.up.is_set():
-            try:
-                self.wait(self.link.up.wait(), timeout)
-            except TimeoutError:
-                raise Unreachable(self.link.url) from None
-
-    def evaluate(self, expr: Expr, id: str, named: bool = False) -> int:
-        """The value of ``expr``, computed durably as invocation ``id``.
-
-        ``named``: the id was given, not made up here, so it may already name
-        a computation of something else.
-        """
-        return self.wait(self._evaluate(expr, id, named))
-
-    async def _evaluate(self, expr: Expr, id: str, named: bool) -> int:
-        value: int = await self.outcome(self.calculate(self.resonate, id, expr), id)
-        if not named:
-            return value
-        # An id that already exists is attached to, whatever it computes, so
-        # a reused id must name the same expression to answer this one.
-        stored = (await self.resonate.promises.get(id)).param.data
-        if stored and stored["args"] != msgspec.json.decode(msgspec.json.encode([expr])):
-            other = render(stored["args"][0])
-            raise ApplicationError(f"id {id} already names another expression: {other}")
-        return value
-
-    async def outcome(self, handle: ResonateHandle[int], id: str) -> int:
-        """The value of computation ``id``, read again each time the server is back.
-
-        While the link is down, the server may settle the computation with
-        nobody to tell, or (in memory) restart and forget it: after each
-        reconnection the prompt reads the promise to learn which.
-        """
-        result = asyncio.ensure_future(handle.result())
-        try:
-            while self.link is not None and not result.done():
-                down = asyncio.ensure_future(self.link.down.wait())
-                await asyncio.wait({result, down}, return_when=asyncio.FIRST_COMPLETED)
-                down.cancel()
-                if result.done():
-                    break
-                await self.link.up.wait()
-                try:
-                    record = await self.resonate.promises.get(id)
-                except ServerError as error:
-                    if error.code != 404:
-                        raise
-                    raise ApplicationError(
-                        f"the server no longer has computation {id}: it restarted and forgot "
-                        "it (running the same id again computes everything again)"
-                    ) from None
-                if record.state == "resolved" and isinstance(record.value.data, int):
-                    return record.value.data
-                if record.state != "pending":
-                    raise ApplicationError(f"computation {id} ended {record.state}")
-            return await result
-        finally:
-            result.cancel()
-
-    def reader(self) -> Reader:
-        return Reader(self.resonate.promises, self.server.network)
-
-    def tree(self, id: str) -> str:
-        """The promise tree of invocation ``id`` as the server has it now."""
-        root = self.wait(self.reader().tree(id))
-        if root is None:
-            raise ApplicationError(f"there is no promise {id}")
-        return draw(root)
-
-    def start(self, expr: Expr, id: str) -> None:
-        """Start computation ``id`` of ``expr`` (or attach to it), without waiting for it."""
-        self.wait(self._begin(expr, id))
-
-    async def _begin(self, expr: Expr, id: str) -> None:
-        await self.calculate(self.resonate, id, expr).id()
-
-    def watch(self, id: str) -> Node | None:
-        """Show the tree of ``id`` as it changes until its root settles; the last state."""
-        return show(follow(self.reader(), id, self.wait), Console())
-
-    def close(self) -> None:
-        with contextlib.suppress(BaseException):
-            self.call(shut_down(self.resonate)).result(timeout=5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
 
 
 # ── Reporting ───────────────────────────────────────────────────────────────
