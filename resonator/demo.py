@@ -81,6 +81,7 @@ class Demo:
         # Two-second leases, and operators that take a second.
         self.topology = Topology(echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
         self.loop = asyncio.Runner()
+        self.loop.get_loop()  # made now: a Ctrl-C later must not find it half made
         self.reader: Reader | None = None
         self.server: Server | None = None
 
@@ -96,10 +97,13 @@ class Demo:
         self.reader = Reader(client.promises, self.server.network)
 
     def stop(self) -> None:
-        self.topology.__exit__(None, None, None)
-        if self.server and self.server.network:
-            self.loop.run(self.server.network.stop())
-        self.loop.close()
+        """Every process it started, and its own client: stopped, however the demo ended."""
+        try:
+            self.topology.__exit__(None, None, None)
+            if self.server and self.server.network:
+                self.loop.run(self.server.network.stop())
+        finally:
+            self.loop.close()
 
     # ── Saying ──
 

@@ -125,8 +125,8 @@ def test_exp_lhs_dies_and_its_work_waits_for_the_same_pid(database: Topology) ->
     # exp/rhs does what it can without lhs; all the rest is addressed to lhs.
     database["rhs"].wait_for(r"^exp/rhs: = 4  \[s:2\.2\]$")
     tree = database.calculate("--tree", "--id", "s").stdout
-    waiting = {row.split()[-2] for row in tree.splitlines() if row.endswith("pending")}
-    assert "exp/lhs" in waiting
+    unclaimed = {row.split()[-3] for row in tree.splitlines() if row.endswith(" unclaimed")}
+    assert unclaimed == {"exp/lhs"}, tree
     assert prompt.popen.poll() is None, "the answer came without lhs"
     database.worker("exp", "lhs")
     assert prompt.wait_for(VALUE).group(0) == "-3"
