@@ -185,8 +185,13 @@ async def latency(
     return rows
 
 
-async def history(client: Client, pid: int, checkpoints: list[int], runs: int) -> dict[str, Any]:
-    """One-operator latency, promises held and memory after each number of earlier evaluations."""
+async def history(
+    client: Client, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
+) -> dict[str, Any]:
+    """One-operator latency, promises held and memory after each number of earlier evaluations.
+
+    ``workers``: the pids of worker processes whose memory is followed too.
+    """
     points: list[dict[str, Any]] = []
     done = 0
     for checkpoint in checkpoints:
@@ -195,7 +200,8 @@ async def history(client: Client, pid: int, checkpoints: list[int], runs: int) -
         samples = await client.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
         done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
-        points.append(point | {"promises": client.held(), "rss_kib": rss_kib(pid)})
+        point |= {"promises": client.held(), "rss_kib": rss_kib(pid)}
+        points.append(point | {"workers_rss_kib": {n: rss_kib(p) for n, p in workers.items()}})
         print(f"  {client.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)
     first, last = points[0], points[-1]
     grown = (last["rss_kib"] - first["rss_kib"]) * 1024
@@ -282,13 +288,14 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
     runs = {}
     embedded = Client("embedded", Server(None, keep=keep))
     async with embedded:
-        runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs)
+        runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
         topology.standard()
         remote = Client("distributed", Server(topology.url, Link(topology.url)))
         async with remote:
             pid = topology["server"].popen.pid
-            runs["distributed"] = await history(remote, pid, args.history, args.runs)
+            workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
+            runs["distributed"] = await history(remote, pid, args.history, args.runs, workers)
     return runs
 
 
