@@ -43,7 +43,7 @@ from resonator.cli import KEEP
 from resonator.connections import Link, Server
 from resonator.processes import Topology
 from resonator.resonator import calculate, connect
-from resonator.trace import Process
+from resonator.trace import Site
 from resonator.tree import Node, Reader
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Client:
 
     def __init__(self, mode: str, server: Server) -> None:
         self.mode, self.server, self.n = mode, server, 0
-        self.resonate: Resonate = connect(server, "prompt", f"bench-{mode}", Process(mode))
+        self.resonate: Resonate = connect(server, "prompt", f"bench-{mode}", Site(mode))
 
     async def __aenter__(self) -> Client:
         self.resonate.start()
@@ -334,27 +334,38 @@ def markdown(report: dict[str, Any]) -> str:
         + f" ({batch_s[last] / batch_s[first]:.1f}x).",
     ]
     for keep, runs in report["history"].items():
+        points = runs["embedded"]["points"]
         lines += [
             "",
-            f"History, {keep}:",
+            f"History, {keep}: one-operator p50 latency after so many earlier evaluations, "
+            "the rate at which those were made (16 at a time), and memory:",
             "",
             "| mode | "
-            + " | ".join(f"after {p['after']:,}" for p in runs["embedded"]["points"])
-            + " | last / first | memory |",
-            "|" + "---|" * (len(runs["embedded"]["points"]) + 3),
+            + " | ".join(f"after {p['after']:,}" for p in points)
+            + " | last / first | fill rate, first / last | memory |",
+            "|" + "---|" * (len(points) + 4),
         ]
-        for mode, run in runs.items():
-            latencies = " | ".join(f"{p['p50_ms']:.1f} ms" for p in run["points"])
-            per = run["bytes_per_promise"]
-            memory = (
-                f"{per / 1024:.1f} KiB per promise"
-                if per and keep == "every promise kept"
-                else f"{run['points'][-1]['rss_kib'] / 1024:.0f} MiB, "
-                f"{run['points'][-1]['promises']:,} promises held"
-            )
-            lines.append(f"| {mode} | {latencies} | {run['ratio_last_first']:.2f}x | {memory} |")
+        lines += [f"| {mode} | {history_row(keep, mode, run)} |" for mode, run in runs.items()]
     lines += ["", f"Measured {report['date']} on {report['machine']}."]
     return "\n".join(lines)
+
+
+def history_row(keep: str, mode: str, run: dict[str, Any]) -> str:
+    """One mode's history: latencies, their ratio, fill rates and memory."""
+    points = run["points"]
+    latencies = " | ".join(f"{p['p50_ms']:.1f} ms" for p in points)
+    rates = [p["fill_per_s"] for p in points if p["fill_per_s"]]
+    fill = f"{rates[0]:.0f} / {rates[-1]:.0f} per s" if rates else "-"
+    first, last = points[0], points[-1]
+    holder = "the one process" if mode == "embedded" else "the stand-in"
+    memory = f"{holder} {first['rss_kib'] / 1024:.0f} → {last['rss_kib'] / 1024:.0f} MiB"
+    memory += f", {last['promises']:,} promises held"
+    if run["bytes_per_promise"] and keep == "every promise kept":
+        memory += f" ({run['bytes_per_promise'] / 1024:.1f} KiB each)"
+    if workers := last["workers_rss_kib"]:
+        grew = max(workers[name] - first["workers_rss_kib"][name] for name in workers)
+        memory += f"; each worker grew {grew / 1024:.0f} MiB at most"
+    return f"{latencies} | {run['ratio_last_first']:.2f}x | {fill} | {memory}"
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from resonator.connections import Link, Server, shut_down
 from resonator.parser import render
-from resonator.trace import Process
+from resonator.trace import Site
 from resonator.tree import Reader, draw
 from resonator.watch import follow, show
 
@@ -62,10 +62,10 @@ class Calculator:
         self.thread.start()
         # A batch run says itself, once, that it cannot reach the server.
         self.link = Link(url, silent_until_connected=quiet) if url else None
-        process = Process("prompt" if url else "embedded", settings.op_delay)
+        site = Site("prompt" if url else "embedded", settings.op_delay)
         pid = uuid.uuid4().hex[:8]
         self.server = Server(url, self.link, settings.keep)
-        self.resonate = connect(self.server, "prompt", pid, process, ttl=settings.ttl)
+        self.resonate = connect(self.server, "prompt", pid, site, ttl=settings.ttl)
         self.call(self._start()).result()
 
     def _run(self) -> None:

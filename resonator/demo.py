@@ -34,7 +34,7 @@ from rich.text import Text
 from resonator.connections import Link, Server
 from resonator.processes import TRACE, WAIT, Topology
 from resonator.resonator import connect
-from resonator.trace import Process
+from resonator.trace import Site
 from resonator.tree import Node, Reader, draw, table
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Demo:
             self.topology.worker(group, pid)
         # Never started: it only reads promises and tasks.
         self.server = Server(self.topology.url, Link(self.topology.url))
-        client = connect(self.server, "demo", "demo", Process("demo"))
+        client = connect(self.server, "demo", "demo", Site("demo"))
         self.reader = Reader(client.promises, self.server.network)
 
     def stop(self) -> None:

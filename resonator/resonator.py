@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     # tuples, which the sequence patterns below match) instead of asking
     # msgspec to convert a recursive type, which it cannot.
     from resonator.parser import Expr
-    from resonator.trace import Process
+    from resonator.trace import Site
 
 LHS = "poll://uni@exp/lhs"  # unicast: the one process with pid lhs in group exp
 RHS = "poll://uni@exp/rhs"
@@ -105,14 +105,15 @@ FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
 
 
 def connect(
-    server: Server, group: str, pid: str, process: Process, *, ttl: float | None = None
+    server: Server, group: str, pid: str, site: Site, *, ttl: float | None = None
 ) -> Resonate:
     """This process's Resonate client, with the four functions registered.
 
     With no server URL, the server is the SDK's, in this process: every task,
-    whatever its target, is delivered here. ``ttl`` is the lease on a task:
-    how soon the work of a process that died is handed out again. Call
-    ``start()`` on the result inside a running event loop.
+    whatever its target, is delivered here. ``site`` is what the functions
+    know of this process (its name, for trace lines). ``ttl`` is the lease on
+    a task: how soon the work of a process that died is handed out again.
+    Call ``start()`` on the result inside a running event loop.
     """
     network, sources = server.connections(group, pid)
     resonate = Resonate(
@@ -129,7 +130,7 @@ def connect(
     )
     for name, function in FUNCTIONS.items():
         resonate.register(function, name=name)
-    resonate.with_dependency(process)
+    resonate.with_dependency(site)
     return resonate
 
 

@@ -23,18 +23,18 @@ log = logging.getLogger("resonator")
 
 
 @dataclass(frozen=True)
-class Process:
-    """This process, as the durable functions see it (a Resonate dependency)."""
+class Site:
+    """Where durable functions run, as they see it (a Resonate dependency)."""
 
     name: str  # "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
     op_delay: float = 0.0  # seconds each operator takes, to leave time for a crash
 
 
 def trace(ctx: Context, what: str) -> None:
-    log.info("%s: %s  [%s]", ctx.get_dependency(Process).name, what, ctx.info.id)
+    log.info("%s: %s  [%s]", ctx.get_dependency(Site).name, what, ctx.info.id)
 
 
 async def operate(ctx: Context, what: str) -> None:
     """What every operator does before it answers: say so, then take its time."""
     trace(ctx, what)
-    await asyncio.sleep(ctx.get_dependency(Process).op_delay)
+    await asyncio.sleep(ctx.get_dependency(Site).op_delay)

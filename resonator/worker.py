@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from resonator.cli import DEFAULT_URL
 from resonator.connections import Link, Server, shut_down
-from resonator.trace import Process
+from resonator.trace import Site
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -36,8 +36,8 @@ async def serve(connect: Connect, settings: Settings) -> None:
     group, pid = settings.group, settings.pid
     url = settings.url or DEFAULT_URL
     link = Link(url, greet=False)
-    process = Process(f"{group}/{pid}", settings.op_delay)
-    resonate = connect(Server(url, link), group, pid, process, ttl=settings.ttl)
+    site = Site(f"{group}/{pid}", settings.op_delay)
+    resonate = connect(Server(url, link), group, pid, site, ttl=settings.ttl)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import operator
+import os
+import signal
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,9 +15,9 @@ import pytest
 from hypothesis import strategies as st
 
 from resonator.connections import Server
-from resonator.processes import Topology, real_server_command
+from resonator.processes import Process, Topology, real_server_command
 from resonator.resonator import connect
-from resonator.trace import Process
+from resonator.trace import Site
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -59,12 +62,30 @@ def oracle(text: str) -> int:
 @asynccontextmanager
 async def embedded(name: str = "embedded", keep: int | None = None) -> AsyncIterator[Resonate]:
     """A started Resonate on the SDK's in-process server, stopped afterwards."""
-    resonate = connect(Server(None, keep=keep), "prompt", "test", Process(name))
+    resonate = connect(Server(None, keep=keep), "prompt", "test", Site(name))
     resonate.start()
     try:
         yield resonate
     finally:
         await resonate.stop()
+
+
+@pytest.fixture
+def schema() -> str:
+    """resonate.sql, for the tests on Postgres (skipped, saying why, without it)."""
+    if sql := os.environ.get("RESONATE_PG_SQL"):
+        return sql
+    pytest.skip("no resonate.sql: set RESONATE_PG_SQL to run the Postgres tests")
+
+
+def kill(process: Process) -> None:
+    process.signal(signal.SIGKILL)
+    process.wait_closed()
+
+
+def operator_runs(topology: Topology, *names: str) -> Counter[str]:
+    """How many times an operator body started, per promise id, in these processes."""
+    return Counter(t["id"] for t in topology.traces(*names) if not t["what"].startswith("="))
 
 
 @pytest.fixture(params=["stand-in", "resonate"])

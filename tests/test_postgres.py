@@ -1,5 +1,7 @@
 """Resonator on a server that Resonate ships: resonate-pg, on Postgres.
 
+(The article's three failure modes run on Postgres too, in test_crashes.py.)
+
 These run when ``RESONATE_PG_SQL`` names ``resonate.sql`` from the
 resonatehq/resonate-pg repository (it is in no package); without it they
 skip, and say why. Every process is real: resonator-postgres runs Postgres
@@ -16,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from resonator import postgres
 from resonator.parser import Expr, parse, render
 from resonator.processes import Process, Topology, free_port
-from tests.conftest import oracle, trees
+from tests.conftest import kill, operator_runs, oracle, trees
 from tests.test_topology import expected_steps, steps_run
 
 if TYPE_CHECKING:
@@ -36,13 +37,6 @@ if TYPE_CHECKING:
 ARTICLE = "(1 + 2) * (3 - 4)"
 DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
 VALUE = r"^-?\d+$"
-
-
-@pytest.fixture
-def schema() -> str:
-    if sql := os.environ.get("RESONATE_PG_SQL"):
-        return sql
-    pytest.skip("no resonate.sql: set RESONATE_PG_SQL to run the Postgres tests")
 
 
 @pytest.fixture
@@ -61,16 +55,6 @@ def quick(schema: str) -> Iterator[Topology]:
     """resonator-postgres with the article's three workers, at full speed."""
     with Topology(postgres=schema) as topology:
         yield topology.standard()
-
-
-def kill(process: Process) -> None:
-    process.signal(signal.SIGKILL)
-    process.wait_closed()
-
-
-def operator_runs(topology: Topology, *names: str) -> Counter[str]:
-    """How many times an operator body started, per promise id."""
-    return Counter(t["id"] for t in topology.traces(*names) if not t["what"].startswith("="))
 
 
 def test_left_operands_run_on_lhs_right_on_rhs_operators_on_ops(quick: Topology) -> None:
@@ -104,42 +88,6 @@ def test_the_tree_reads_back_from_postgres(quick: Topology) -> None:
     assert tree[0].split()[-2:] == ["resolved", "-3"]
     assert len(tree) == 10
     assert all(row.split()[-2] == "resolved" for row in tree)
-
-
-# ── The article's failure modes ─────────────────────────────────────────────
-
-
-def test_ops_dies_mid_operation_and_another_takes_it(database: Topology) -> None:
-    prompt = database.prompt("--id", "s", ARTICLE)
-    database["ops"].wait_for(r"^ops/ops: \+ 1 2  \[s:1\.3\]$")
-    kill(database["ops"])
-    database.worker("ops", "another", RESONATOR_OP_DELAY="1")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    assert "s:1.3" in operator_runs(database, "another")
-
-
-def test_exp_lhs_dies_and_its_work_waits_for_the_same_pid(database: Topology) -> None:
-    prompt = database.prompt("--id", "s", ARTICLE)
-    database["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[s:1\]$")
-    kill(database["lhs"])
-    # exp/rhs does what it can without lhs; all the rest is addressed to lhs.
-    database["rhs"].wait_for(r"^exp/rhs: = 4  \[s:2\.2\]$")
-    tree = database.calculate("--tree", "--id", "s").stdout
-    unclaimed = {row.split()[-3] for row in tree.splitlines() if row.endswith(" unclaimed")}
-    assert unclaimed == {"exp/lhs"}, tree
-    assert prompt.popen.poll() is None, "the answer came without lhs"
-    database.worker("exp", "lhs")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    assert prompt.wait_closed() == 0
-
-
-def test_the_prompt_dies_and_a_new_one_attaches(database: Topology) -> None:
-    first = database.prompt("--id", "s", ARTICLE, name="first")
-    database["ops"].wait_for(r"\[s:1\.3\]$")
-    kill(first)
-    second = database.prompt("--id", "s", ARTICLE, name="second")
-    assert second.wait_for(VALUE).group(0) == "-3"
-    assert operator_runs(database, "ops") == {"s:1.3": 1, "s:2.3": 1, "s:3": 1}
 
 
 # ── What only a durable server can show ─────────────────────────────────────
