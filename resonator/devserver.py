@@ -1,16 +1,16 @@
 """A stand-in for ``resonate dev``, for machines without the server binary.
 
-The protocol logic is none of ours: every request is applied to the SDK's own
+The protocol logic is hardly ours: every request is applied to the SDK's own
 model of the server, ``resonate.connections.local.ServerState``, the one its
-in-process connection runs on (indexed, see ``model.py``; its answers are
-unchanged). This module only puts that model behind the HTTP
-protocol the real server speaks, so the SDK's HTTP and SSE clients talk to it
-unchanged:
+in-process connection runs on (indexed, with a bounded memory, and answering
+``task.get`` as well: see ``model.py``). This module puts that model behind
+the HTTP protocol the real server speaks, so the SDK's HTTP and SSE clients
+talk to it unchanged, and keeps it standing under hostile input:
 
 - ``POST /`` takes a request envelope and answers with a response envelope;
 - ``GET /poll/{group}/{pid}`` streams the messages addressed to that process
   as Server-Sent Events;
-- ``GET /health`` answers 200.
+- ``GET /health`` answers 200, with the promises held and requests answered.
 
 Like ``resonate dev``, it keeps everything in memory: a restart forgets every
 promise. Run it with ``resonator-devserver`` (``--help`` for the flags).

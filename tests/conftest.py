@@ -78,6 +78,15 @@ def schema() -> str:
     pytest.skip("no resonate.sql: set RESONATE_PG_SQL to run the Postgres tests")
 
 
+def leased(topology: Topology) -> Topology:
+    """The server, exp/lhs, exp/rhs, and an ops worker whose operators take a second."""
+    topology.server()
+    topology.worker("exp", "lhs")
+    topology.worker("exp", "rhs")
+    topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
+    return topology
+
+
 def kill(process: Process) -> None:
     process.signal(signal.SIGKILL)
     process.wait_closed()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.processes import Topology, free_port, started
-from tests.conftest import kill, operator_runs
+from tests.conftest import kill, leased, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,15 +24,6 @@ ARTICLE = "(1 + 2) * (3 - 4)"
 DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
 DEEP_OPERATORS = {"s:1.1.3", "s:1.2.3", "s:1.3", "s:2.1.3", "s:2.2.3", "s:2.3", "s:3"}
 VALUE = r"^-?\d+$"
-
-
-def leased(topology: Topology) -> Topology:
-    """The server, exp/lhs, exp/rhs, and an ops worker whose operators take a second."""
-    topology.server()
-    topology.worker("exp", "lhs")
-    topology.worker("exp", "rhs")
-    topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
-    return topology
 
 
 @pytest.fixture

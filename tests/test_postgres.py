@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from resonator import postgres
 from resonator.parser import Expr, parse, render
 from resonator.processes import Process, Topology, free_port
-from tests.conftest import kill, operator_runs, oracle, trees
+from tests.conftest import kill, leased, operator_runs, oracle, trees
 from tests.test_topology import expected_steps, steps_run
 
 if TYPE_CHECKING:
@@ -43,11 +43,7 @@ VALUE = r"^-?\d+$"
 def database(schema: str) -> Iterator[Topology]:
     """resonator-postgres, exp/lhs, exp/rhs and ops (operators take a second; 2 s leases)."""
     with Topology(postgres=schema, RESONATOR_TTL="2") as topology:
-        topology.server()
-        topology.worker("exp", "lhs")
-        topology.worker("exp", "rhs")
-        topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
-        yield topology
+        yield leased(topology)
 
 
 @pytest.fixture
