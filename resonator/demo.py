@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
@@ -35,7 +34,8 @@ from resonator.connections import Link, Server
 from resonator.processes import TRACE, WAIT, Topology
 from resonator.resonator import connect
 from resonator.trace import Site
-from resonator.tree import Node, Reader, draw, table
+from resonator.tree import Node, Reader, table
+from resonator.watch import follow, settled, show
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,25 +146,10 @@ class Demo:
 
     def watch(self, id: str, until: Callable[[Node], bool]) -> Node:
         """Show the tree of ``id`` each time it changes, until ``until`` holds for it."""
-        if not self.live:
-            return self.follow(id, until, lambda root: self.print(draw(root) + "\n"))
-        with Live(console=self.console, auto_refresh=False) as live:
-            return self.follow(id, until, lambda root: live.update(table(root), refresh=True))
-
-    def follow(self, id: str, until: Callable[[Node], bool], show: Callable[[Node], None]) -> Node:
         assert self.reader is not None
-        shown = ""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            root = self.loop.run(self.reader.tree(id))
-            if root is not None:
-                if (text := draw(root)) != shown:
-                    shown = text
-                    show(root)
-                if until(root):
-                    return root
-            time.sleep(EVERY)
-        raise TimeoutError(f"computation {id} never got there")
+        last = show(follow(self.reader, id, self.loop.run, until), self.console, self.print)
+        assert last is not None
+        return last
 
     def save(self, picture: RenderableType, name: str, title: str) -> None:
         """Save what the terminal shows as an SVG picture, under ``pictures``."""
@@ -231,10 +216,6 @@ def topology() -> Text:
 
 def nodes(root: Node) -> list[Node]:
     return [root, *(node for child in root.children for node in nodes(child))]
-
-
-def settled(root: Node) -> bool:
-    return root.state != "pending"
 
 
 def lhs_is_missed(root: Node) -> bool:

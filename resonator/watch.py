@@ -29,10 +29,17 @@ if TYPE_CHECKING:
 EVERY = 0.2  # seconds between reads
 
 
+def settled(root: Node) -> bool:
+    return root.state != "pending"
+
+
 def follow(
-    reader: Reader, id: str, wait: Callable[[Coroutine[Any, Any, Node | None]], Node | None]
+    reader: Reader,
+    id: str,
+    wait: Callable[[Coroutine[Any, Any, Node | None]], Node | None],
+    until: Callable[[Node], bool] = settled,
 ) -> Iterator[Node]:
-    """Each new state of the tree of ``id``, until its root settles.
+    """Each new state of the tree of ``id``, until ``until`` holds (by default: it settled).
 
     ``wait`` runs a read on the client's event loop and returns its result.
     """
@@ -44,13 +51,19 @@ def follow(
         if (text := draw(root)) != shown:
             shown = text
             yield root
-        if root.state != "pending":
+        if until(root):
             return
         time.sleep(EVERY)
 
 
-def show(states: Iterator[Node], console: Console) -> Node | None:
-    """Show each state as it comes; the last one."""
+def flushed(text: str) -> None:
+    print(text, flush=True)
+
+
+def show(
+    states: Iterator[Node], console: Console, write: Callable[[str], None] = flushed
+) -> Node | None:
+    """Show each state as it comes (plain ones through ``write``); the last one."""
     last = None
     if console.is_terminal and not console.is_dumb_terminal:
         with Live(console=console, auto_refresh=False) as live:
@@ -58,5 +71,5 @@ def show(states: Iterator[Node], console: Console) -> Node | None:
                 live.update(table(last), refresh=True)
     else:
         for last in states:
-            print(draw(last) + "\n", flush=True)
+            write(draw(last) + "\n")
     return last
