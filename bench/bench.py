@@ -420,22 +420,40 @@ def publish(report: dict[str, Any]) -> None:
     print(f"wrote {page} and docs/bench.png", file=sys.stderr)
 
 
+def positive(text: str) -> int:
+    """An argument that must be a whole number above zero."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above zero, got {text!r}")
+    return int(text)
+
+
+def sizes(text: str) -> list[int]:
+    """Two or more ascending sizes, comma-separated: the report compares last with first."""
+    parts = text.split(",")
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected two or more sizes such as 0,1000, got {text!r}")
+    numbers = [int(part) for part in parts]
+    if numbers != sorted(set(numbers)):
+        raise argparse.ArgumentTypeError(f"expected ascending sizes, got {text!r}")
+    return numbers
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     cli.add_argument("--quick", action="store_true", help="a reduced set, in about a minute")
-    cli.add_argument("--depths", type=int, help="balanced depths 1..N (6; --quick 3)")
-    cli.add_argument("--chain", type=int, help="operators in the chain (32; --quick 8)")
-    cli.add_argument("--runs", type=int, help="evaluations per point (20; --quick 10)")
+    cli.add_argument("--depths", type=positive, help="balanced depths 1..N (6; --quick 3)")
+    cli.add_argument("--chain", type=positive, help="operators in the chain (32; --quick 8)")
+    cli.add_argument("--runs", type=positive, help="evaluations per point (20; --quick 10)")
     cli.add_argument(
         "--history",
-        type=lambda text: [int(n) for n in text.split(",")],
+        type=sizes,
         help="earlier evaluations at each history point (0,1000,5000,20000; --quick 0,300,1000)",
     )
     cli.add_argument(
         "--batch",
-        type=lambda text: [int(n) for n in text.split(",")],
+        type=sizes,
         default=[200, 2000],
         help="expressions piped into resonator --local, each size in turn (200,2000)",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import pytest
+
 from bench import bench
 
 if TYPE_CHECKING:
@@ -31,3 +33,22 @@ def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     table = bench.markdown(report)
     assert table.splitlines()[2].startswith("| balanced depth 1 | 1 | 4 |")
     assert "History, every promise kept:" in table
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--depths", "0"],
+        ["--runs", "x"],
+        ["--batch", "200"],  # the report compares the last size with the first
+        ["--history", "1000,0"],
+        ["--history", "0,,5"],
+    ],
+)
+def test_a_bad_argument_is_a_usage_error_before_anything_runs(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
