@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resonator.cli import KEEP
+from resonator.cli import KEEP, positive
 from resonator.connections import Link, Server
 from resonator.processes import Topology
 from resonator.resonator import calculate, connect
@@ -418,13 +418,6 @@ def publish(report: dict[str, Any]) -> None:
     page.write_text(head + begin + markdown(report) + "\n" + end + rest.split(end)[1])
     chart(report, ROOT / "docs" / "bench.png")
     print(f"wrote {page} and docs/bench.png", file=sys.stderr)
-
-
-def positive(text: str) -> int:
-    """An argument that must be a whole number above zero."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above zero, got {text!r}")
-    return int(text)
 
 
 def sizes(text: str) -> list[int]:

@@ -34,7 +34,7 @@ from resonator.connections import Link, Server
 from resonator.processes import TRACE, WAIT, Topology
 from resonator.resonator import connect
 from resonator.trace import Site
-from resonator.tree import Node, Reader, table
+from resonator.tree import Node, Reader, rows, table
 from resonator.watch import follow, settled, show
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 ARTICLE = "(1 + 2) * (3 - 4)"
 ANSWER = "-3"
 OPS = ("ops1", "ops2")
-EVERY = 0.2  # seconds between reads of the tree
 TOPOLOGY = """\
 ❯ prompt   R = (1 + 2) * (3 - 4)
     │  creates the root promise R and runs its first step
@@ -214,13 +213,9 @@ def topology() -> Text:
     return picture
 
 
-def nodes(root: Node) -> list[Node]:
-    return [root, *(node for child in root.children for node in nodes(child))]
-
-
 def lhs_is_missed(root: Node) -> bool:
     """exp/lhs's step is unclaimed (its lease lapsed), and exp/rhs has done all it can."""
-    steps = {node.id: node for node in nodes(root)}
+    steps = {node.id: node for _, node in rows(root)}
     lhs = steps.get(f"{root.id}:1")
     rhs = [node for node in steps.values() if node.where == "exp/rhs" and not node.children]
     return lhs is not None and lhs.task == "unclaimed" and all(n.state == "resolved" for n in rhs)

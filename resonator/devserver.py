@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument(
         "--max-connections",
-        type=int,
+        type=positive,
         default=MAX_CONNECTIONS,
         metavar="N",
         help="close new connections beyond this many; lowered to fit the limit on open "

@@ -14,7 +14,7 @@ import signal
 import sys
 import unicodedata
 import uuid
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from resonate.error import ResonateError
 
@@ -144,7 +144,9 @@ def lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None]]:
         yield number, None if undecodable else line
 
 
-def batch(calculator: Calculator, inputs: Iterable[tuple[int, str | None]], args: Any) -> int:
+def batch(
+    calculator: Calculator, inputs: Iterable[tuple[int, str | None]], args: argparse.Namespace
+) -> int:
     """One value (or tree) per expression on stdout; 1 if any failed."""
     status = 0
     for number, text in inputs:
