@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A shell that starts a job in the background (`pytest &`, or a script run
+# that way) starts it with SIGINT ignored, and every process it starts
+# inherits that: their Ctrl-C would do nothing, and the tests that press it
+# would fail. A handler, unlike an ignore, is reset to the default by exec,
+# so with one here each child gets the SIGINT a terminal would give it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 literals = st.integers(min_value=-(10**30), max_value=10**30)
 trees: st.SearchStrategy[Expr] = st.recursive(
     literals,
