@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
 import signal
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +60,8 @@ class Calculator:
         quiet: bool = False,
     ) -> None:
         self.calculate = calculate
+        self.woken, self.waking = os.pipe()  # see wait()
+        os.set_blocking(self.waking, False)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -80,13 +85,46 @@ class Calculator:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def wait[T](self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the client's loop; Ctrl-C or a timeout abandons it."""
-        future = self.call(coro)
+        """Run ``coro`` on the client's loop; Ctrl-C or a timeout abandons it.
+
+        The wait is a ``select()`` on a pipe that two things write to: the
+        client's loop, when ``coro`` is done, and the signal machinery, when
+        Ctrl-C arrives (even in the instant before ``select()`` begins, which
+        a handler alone would miss). Ctrl-C only notes itself, and the
+        ``KeyboardInterrupt`` is raised here, once the wait is over: raised
+        inside a ``threading`` wait such as ``Future.result``, it can leave a
+        lock half released, and the prompt then hangs or fails.
+        """
+        interrupted = False
+
+        def interrupt(*_: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        previous = signal.signal(signal.SIGINT, interrupt)
+        woken_by = signal.set_wakeup_fd(self.waking)
         try:
-            return future.result(timeout)
-        except BaseException:
+            future = self.call(coro)
+            future.add_done_callback(lambda _: self.wake())
+            while not (future.done() or interrupted):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if select.select([self.woken], [], [], left)[0]:
+                    os.read(self.woken, 512)  # wake-ups of earlier waits too
+        finally:
+            signal.set_wakeup_fd(woken_by)
+            signal.signal(signal.SIGINT, previous)
+        if interrupted or not future.done():
             future.cancel()
-            raise
+            raise KeyboardInterrupt if interrupted else TimeoutError
+        return future.result()
+
+    def wake(self) -> None:
+        """End the prompt's current wait (called on the client's loop, or by a cancel)."""
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self.waking, b"!")
 
     def connected(self, timeout: float | None = None) -> None:
         """Block until the server can push to us (results arrive that way)."""
@@ -177,3 +215,5 @@ class Calculator:
         self.thread.join(timeout=5)
         if not self.loop.is_running():
             self.loop.close()
+            os.close(self.woken)
+            os.close(self.waking)
