@@ -100,6 +100,10 @@ def crash_the_database_mid_computation(database: Topology) -> tuple[Process, set
     os.kill(database.postmaster(), signal.SIGKILL)
     database["server"].wait_for(r"Postgres stopped \(killed by SIGKILL\)")
     assert database["server"].wait_closed() == 1
+    # Down until every process has noticed: a process whose next request
+    # comes after a quick restart has no outage to tell of.
+    for process in (database["lhs"], database["rhs"], database["ops"], prompt):
+        process.wait_for(r"^cannot reach the Resonate server at ")
     database.server()
     return prompt, {"d:1.1.3", "d:1.2.3"}
 
