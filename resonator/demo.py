@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from resonator.cli import setup_logging
 from resonator.connections import Link, Server
 from resonator.processes import TRACE, WAIT, Topology
 from resonator.resonator import connect
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         help="save the live tree of scenario 1, mid-way, and the topology, as SVG pictures",
     )
     args = cli.parse_args(argv)
+    # As for the prompt: no line from the SDK or asyncio, and no traceback
+    # (a read of the tree cut short by Ctrl-C may fail once its server is gone).
+    setup_logging(0, worker=False)
     console = Console(highlight=False)
     demo = Demo(console, args.pictures)
     started = time.monotonic()
