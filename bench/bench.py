@@ -39,12 +39,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resonator.cli import KEEP, positive
-from resonator.connections import Link, Server
-from resonator.processes import Topology
-from resonator.resonator import calculate, connect
+from resonator.connections import Server
+from resonator.harness.processes import Topology
+from resonator.resonator import EXP, connect
+from resonator.servers import KEEP, positive
+from resonator.terminal.tree import Node, Reader
 from resonator.trace import Site
-from resonator.tree import Node, Reader
 
 if TYPE_CHECKING:
     from resonate.resonate import Resonate
@@ -131,7 +131,7 @@ class Client:
         self.n += 1
         id = f"bench-{self.mode}-{self.n}"
         start = time.perf_counter()
-        await calculate(self.resonate, id, expr).result()
+        await self.resonate.options(target=EXP).run(id, "=", expr).result()
         return id, time.perf_counter() - start
 
     async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
@@ -254,7 +254,7 @@ async def measure(args: argparse.Namespace, topology: Topology) -> dict[str, Any
     }
     clients = {
         "embedded": Client("embedded", Server(None)),
-        "distributed": Client("distributed", Server(topology.url, Link(topology.url))),
+        "distributed": Client("distributed", Server(topology.url)),
     }
     for client in clients.values():
         await client.__aenter__()
@@ -274,7 +274,7 @@ async def measure(args: argparse.Namespace, topology: Topology) -> dict[str, Any
 
 async def on_postgres(args: argparse.Namespace, database: Topology) -> list[dict[str, Any]]:
     """Latency of each workload on resonator-postgres (run alone, so nothing else competes)."""
-    async with Client("postgres", Server(database.url, Link(database.url))) as client:
+    async with Client("postgres", Server(database.url)) as client:
         return await latency({"postgres": client}, workloads(args), args.runs)
 
 
@@ -291,7 +291,7 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
         topology.standard()
-        remote = Client("distributed", Server(topology.url, Link(topology.url)))
+        remote = Client("distributed", Server(topology.url))
         async with remote:
             pid = topology["server"].popen.pid
             workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}

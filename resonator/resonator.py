@@ -20,29 +20,25 @@ With no server to talk to, the prompt runs all of it in one process.
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from resonate.resonate import Resonate
-
-from resonator import cli, prompt, worker
+from resonator import worker
+from resonator.connections import Server
 from resonator.parser import render
-from resonator.trace import operate, trace
+from resonator.terminal import cli, prompt
+from resonator.trace import Site, operate, trace
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from resonate.context import Context
-    from resonate.handle import ResonateHandle
-
-    from resonator.connections import Server
+    from resonate.resonate import Resonate
 
     # Known to the type checker only. Left unresolved at run time, the SDK
     # hands "=" its argument as decoded from JSON (lists where the tree had
     # tuples, which the sequence patterns below match) instead of asking
     # msgspec to convert a recursive type, which it cannot.
     from resonator.parser import Expr
-    from resonator.trace import Site
 
 LHS = "poll://uni@exp/lhs"  # unicast: the one process with pid lhs in group exp
 RHS = "poll://uni@exp/rhs"
@@ -101,12 +97,10 @@ FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
 }
 
 
-# ── A client, and a computation ─────────────────────────────────────────────
+# ── A client ────────────────────────────────────────────────────────────────
 
 
-def connect(
-    server: Server, group: str, pid: str, site: Site, *, ttl: float | None = None
-) -> Resonate:
+def connect(server: Server, group: str, pid: str, site: Site, ttl: float | None = None) -> Resonate:
     """This process's Resonate client, with the four functions registered.
 
     With no server URL, the server is the SDK's, in this process: every task,
@@ -115,33 +109,11 @@ def connect(
     a task: how soon the work of a process that died is handed out again.
     Call ``start()`` on the result inside a running event loop.
     """
-    network, sources = server.connections(group, pid)
-    resonate = Resonate(
-        network=network,
-        sources=sources,
-        group=group,
-        pid=pid,
-        ttl=timedelta(seconds=ttl) if ttl else None,
-        # The SDK's periodic check of awaited promises is off: it takes a
-        # promise that is still being created for one that is gone (see
-        # docs/sdk-0.4.md). The prompt checks after each reconnection instead.
-        subscription_refresh_secs=0,
-        autostart=False,
-    )
+    resonate = server.client(group, pid, ttl)
     for name, function in FUNCTIONS.items():
         resonate.register(function, name=name)
     resonate.with_dependency(site)
     return resonate
-
-
-def calculate(resonate: Resonate, id: str, expr: Expr) -> ResonateHandle[int]:
-    """Start the durable computation ``id`` of ``expr``, or attach to it.
-
-    The root's first run happens in this process. Each later run (a replay
-    once a child settles, or the rerun when this process dies) goes to any
-    exp worker: a root belongs to no prompt, so no prompt waits on another's.
-    """
-    return resonate.options(target=EXP).run(id, "=", expr)
 
 
 # ── Start-up: one program, three roles ──────────────────────────────────────
@@ -151,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     """Become what GRP names: an exp worker, an ops worker, or (unset) the prompt."""
     args, settings = cli.arguments(argv)
     cli.setup_logging(args.verbose, worker=settings.group is not None)
+    server = Server(settings.url, settings.keep)
+    site = Site(settings.name, settings.op_delay)
+    resonate = connect(server, settings.group or "prompt", settings.pid, site, settings.ttl)
     if settings.group is not None:
-        return worker.run(connect, settings)
-    return prompt.run(connect, calculate, args, settings)
+        return worker.run(resonate, server, settings.group, settings.pid)
+    # The prompt starts each computation with the root's target set to any
+    # exp worker. The root's first run happens in the prompt; each later run
+    # (a replay once a child settles, or the rerun when the prompt dies) goes
+    # to an exp worker: a root belongs to no prompt, so no prompt waits on
+    # another's.
+    return prompt.run(resonate.options(target=EXP), server, args)
 
 
 def run() -> None:

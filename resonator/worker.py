@@ -7,22 +7,21 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from resonator.cli import DEFAULT_URL
-from resonator.connections import Link, Server, shut_down
-from resonator.trace import Site
+from resonator.connections import shut_down
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from resonator.cli import Settings
-    from resonator.connections import Connect
+    from resonate.resonate import Resonate
+
+    from resonator.connections import Server
 
 log = logging.getLogger("resonator")
 
 
-def run(connect: Connect, settings: Settings) -> int:
+def run(resonate: Resonate, server: Server, group: str, pid: str) -> int:
     try:
-        asyncio.run(serve(connect, settings))
+        asyncio.run(serve(resonate, server, f"group={group} pid={pid}"))
     except Exception as error:
         log.debug("the worker failed", exc_info=True)
         log.error("resonator: %s: %s (-vv shows more)", type(error).__name__, error)
@@ -30,25 +29,20 @@ def run(connect: Connect, settings: Settings) -> int:
     return 0
 
 
-async def serve(connect: Connect, settings: Settings) -> None:
+async def serve(resonate: Resonate, server: Server, me: str) -> None:
     """Serve until SIGINT or SIGTERM; say so when started and when stopped."""
-    assert settings.group is not None
-    group, pid = settings.group, settings.pid
-    url = settings.url or DEFAULT_URL
-    link = Link(url, greet=False)
-    site = Site(f"{group}/{pid}", settings.op_delay)
-    resonate = connect(Server(url, link), group, pid, site, ttl=settings.ttl)
+    assert server.link is not None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     resonate.start()
     try:
-        if await first(link.up.wait(), stop.wait()):
-            log.info("worker started: group=%s pid=%s", group, pid)
+        if await first(server.link.up.wait(), stop.wait()):
+            log.info("worker started: %s", me)
             await stop.wait()
     finally:
         await shut_down(resonate)
-    log.info("worker stopped: group=%s pid=%s", group, pid)
+    log.info("worker stopped: %s", me)
 
 
 async def first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, Any]) -> bool:

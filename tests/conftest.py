@@ -15,7 +15,7 @@ import pytest
 from hypothesis import strategies as st
 
 from resonator.connections import Server
-from resonator.processes import Process, Topology, real_server_command
+from resonator.harness.processes import Process, Topology, real_server_command
 from resonator.resonator import connect
 from resonator.trace import Site
 

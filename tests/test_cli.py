@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from resonator.processes import free_port
+from resonator.harness.processes import free_port
 
 ARTICLE = "(1 + 2) * (3 - 4)\n1 + 2 * 3\n8 - 3 - 2\n-(2 + 3) * 4\n"
 

@@ -17,7 +17,8 @@ import aiohttp.client
 from resonate.connections import SSEConnection
 from resonate.connections import local as model
 
-from resonator.connections import KeepListening, Link
+from resonator.connections.link import Link
+from resonator.connections.sse import KeepListening
 from tests.test_devserver import create, devserver
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resonator.processes import Topology, free_port, started
+from resonator.harness.processes import Topology, free_port, started
 from tests.conftest import kill, leased, operator_runs
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from collections import Counter
 
-from resonator.processes import TRACE, WAIT
+from resonator.harness.processes import TRACE, WAIT
 
-DEMO = [sys.executable, "-m", "resonator.demo"]
+DEMO = [sys.executable, "-m", "resonator.terminal.demo"]
 
 
 def test_every_scenario_heals_and_the_counts_it_reports_are_the_workers_own() -> None:

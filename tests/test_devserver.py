@@ -11,8 +11,8 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from resonate.connections.local import ServerState
 
-from resonator.devserver import DevServer
-from resonator.model import IndexedServerState
+from resonator.servers.devserver import DevServer
+from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

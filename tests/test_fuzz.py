@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from resonator.harness.processes import WAIT, Topology
 from resonator.parser import MAX_DEPTH, MAX_LENGTH, ParseError, parse, render
-from resonator.processes import WAIT, Topology
 from tests.conftest import oracle
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from resonator.processes import Topology
+    from resonator.harness.processes import Topology
 
 pytestmark = pytest.mark.long_lived
 

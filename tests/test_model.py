@@ -12,8 +12,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from resonate.connections.local import ServerState
 from resonate.error import ServerError
 
-from resonator.model import IndexedServerState
 from resonator.parser import parse
+from resonator.servers.model import IndexedServerState
 from tests.conftest import embedded
 
 IDS = ["a", "a:1", "a:2", "a:1.1", "b"]

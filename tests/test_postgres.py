@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resonator import postgres
+from resonator.harness.processes import Process, Topology, free_port
 from resonator.parser import Expr, parse, render
-from resonator.processes import Process, Topology, free_port
+from resonator.servers import postgres
 from tests.conftest import kill, leased, operator_runs, oracle, trees
 from tests.test_topology import expected_steps, steps_run
 
@@ -196,7 +196,13 @@ def test_a_downloaded_schema_must_be_the_pinned_one(tmp_path: Path) -> None:
 
 def test_a_schema_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "resonator.postgres", "--sql", str(tmp_path / "missing.sql")],
+        [
+            sys.executable,
+            "-m",
+            "resonator.servers.postgres",
+            "--sql",
+            str(tmp_path / "missing.sql"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

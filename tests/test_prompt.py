@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Self
 
-from resonator.processes import WAIT, free_port
+from resonator.harness.processes import WAIT, free_port
 
 if TYPE_CHECKING:
     from types import TracebackType

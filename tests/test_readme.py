@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resonator.processes import WAIT
+from resonator.harness.processes import WAIT
 from tests.conftest import ROOT
 
 if TYPE_CHECKING:
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-QUOTE = re.compile(r"\(([\w./]+\.py)#L(\d+)-L(\d+)\)")
+SOURCE = re.compile(r"\]\(([\w./]+\.py)\)")  # a link to a Python file
+NAME = re.compile(r"^(?:async def |def |class )?(\w+)")
 LINK = re.compile(r"\]\(([^)#:]+)(?:#[^)]*)?\)")
 
 
@@ -33,17 +35,36 @@ def examples() -> list[tuple[str, str]]:
     return found
 
 
-def quotes() -> list[tuple[str, int, int, str]]:
-    """(file, first line, last line, code) for every python block citing its lines."""
+def quotes() -> list[tuple[str, str, str]]:
+    """(file, name, code) for every python block: the file is the last one linked above it."""
     found = []
     for page in PAGES:
         text = page.read_text()
         for block in BLOCK.finditer(text):
             if block.group(1) == "python":
-                path, first, last = QUOTE.findall(text[: block.start()])[-1]
+                path = SOURCE.findall(text[: block.start()])[-1]
                 cited = (page.parent / path).resolve().relative_to(ROOT)
-                found.append((str(cited), int(first), int(last), block.group(2)))
+                name = NAME.match(block.group(2))
+                assert name, f"{page.name}: a quote must begin with what it names"
+                found.append((str(cited), name.group(1), block.group(2)))
     return found
+
+
+def definition(path: str, name: str, length: int) -> str:
+    """``length`` lines of ``path`` from the definition of ``name`` (and the comment above it)."""
+    source = (ROOT / path).read_text()
+    lines = source.splitlines(keepends=True)
+    for node in ast.parse(source).body:
+        names = [node.name] if hasattr(node, "name") else []
+        names += [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        target = getattr(node, "target", None)
+        names += [target.id] if isinstance(target, ast.Name) else []
+        if name in names:
+            start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
+            while start > 0 and lines[start - 1].lstrip().startswith("#"):
+                start -= 1
+            return "".join(lines[start : start + length])
+    raise AssertionError(f"{path} defines no {name}")
 
 
 def test_the_readme_has_examples_and_quotes() -> None:
@@ -67,10 +88,9 @@ def test_console_examples_print_what_the_readme_shows(command: str, output: str)
     assert done.stdout == output
 
 
-@pytest.mark.parametrize(("path", "first", "last", "code"), quotes())
-def test_quoted_code_stands_at_the_lines_cited(path: str, first: int, last: int, code: str) -> None:
-    lines = (ROOT / path).read_text().splitlines(keepends=True)
-    assert "".join(lines[first - 1 : last]) == code
+@pytest.mark.parametrize(("path", "name", "code"), quotes())
+def test_quoted_code_is_what_the_source_defines(path: str, name: str, code: str) -> None:
+    assert definition(path, name, len(code.splitlines())) == code
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])

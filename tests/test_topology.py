@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from resonator.harness.processes import Topology, python
 from resonator.parser import Expr, parse, render
-from resonator.processes import Topology, python
 from tests.conftest import oracle
 
 if TYPE_CHECKING:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from hypothesis import given, settings
 
 from resonator.parser import Expr, parse, render
-from resonator.tree import Node, Reader, draw
+from resonator.terminal.tree import Node, Reader, draw
 from tests.conftest import embedded, oracle, trees
 
 if TYPE_CHECKING:
-    from resonator.processes import Topology
+    from resonator.harness.processes import Topology
 
 
 def expected(expr: Expr, id: str, where: str) -> Node:

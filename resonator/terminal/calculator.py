@@ -15,33 +15,27 @@ import select
 import signal
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from resonate.error import ApplicationError, ServerError
 from rich.console import Console
 
-from resonator.connections import Link, Server, shut_down
+from resonator.connections import shut_down
 from resonator.parser import render
-from resonator.trace import Site
-from resonator.tree import Reader, draw
-from resonator.watch import follow, show
+from resonator.terminal.tree import Reader, draw
+from resonator.terminal.watch import follow, show
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Coroutine
     from concurrent.futures import Future
 
     from resonate.handle import ResonateHandle
     from resonate.resonate import Resonate
 
-    from resonator.cli import Settings
-    from resonator.connections import Connect
+    from resonator.connections import Server
     from resonator.parser import Expr
-    from resonator.tree import Node
-
-    # resonator.calculate: start (or attach to) computation ``id`` of ``expr``
-    type Calculate = Callable[[Resonate, str, Expr], ResonateHandle[int]]
+    from resonator.terminal.tree import Node
 
 
 class Unreachable(Exception):
@@ -51,26 +45,16 @@ class Unreachable(Exception):
 class Calculator:
     """The prompt's Resonate client, on an event loop in a thread of its own."""
 
-    def __init__(
-        self,
-        connect: Connect,
-        calculate: Calculate,
-        url: str | None,
-        settings: Settings,
-        quiet: bool = False,
-    ) -> None:
-        self.calculate = calculate
+    def __init__(self, resonate: Resonate, server: Server) -> None:
+        """``resonate``: a client, not started, whose ``run`` starts a computation."""
+        self.resonate = resonate
+        self.server = server
+        self.link = server.link
         self.woken, self.waking = os.pipe()  # see wait()
         os.set_blocking(self.waking, False)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        # A batch run says itself, once, that it cannot reach the server.
-        self.link = Link(url, silent_until_connected=quiet) if url else None
-        site = Site("prompt" if url else "embedded", settings.op_delay)
-        pid = uuid.uuid4().hex[:8]
-        self.server = Server(url, self.link, settings.keep)
-        self.resonate = connect(self.server, "prompt", pid, site, ttl=settings.ttl)
         self.call(self._start()).result()
 
     def _run(self) -> None:
@@ -143,7 +127,7 @@ class Calculator:
         return self.wait(self._evaluate(expr, id, named))
 
     async def _evaluate(self, expr: Expr, id: str, named: bool) -> int:
-        value: int = await self.outcome(self.calculate(self.resonate, id, expr), id)
+        value: int = await self.outcome(self.resonate.run(id, "=", expr), id)
         if not named:
             return value
         # An id that already exists is attached to, whatever it computes, so
@@ -202,7 +186,7 @@ class Calculator:
         self.wait(self._begin(expr, id))
 
     async def _begin(self, expr: Expr, id: str) -> None:
-        await self.calculate(self.resonate, id, expr).id()
+        await self.resonate.run(id, "=", expr).id()
 
     def watch(self, id: str) -> Node | None:
         """Show the tree of ``id`` as it changes until its root settles; the last state."""

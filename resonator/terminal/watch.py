@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from resonate.error import ApplicationError
 from rich.live import Live
 
-from resonator.tree import draw, table
+from resonator.terminal.tree import draw, table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from resonator.tree import Node, Reader
+    from resonator.terminal.tree import Node, Reader
 
 EVERY = 0.2  # seconds between reads
 

@@ -18,18 +18,16 @@ from typing import IO, TYPE_CHECKING
 
 from resonate.error import ResonateError
 
-from resonator.calculator import Calculator, Unreachable
-from resonator.cli import DEFAULT_URL
-from resonator.connections import healthy
 from resonator.parser import ParseError, parse
+from resonator.terminal.calculator import Calculator, Unreachable
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterable, Iterator
 
-    from resonator.calculator import Calculate
-    from resonator.cli import Settings
-    from resonator.connections import Connect
+    from resonate.resonate import Resonate
+
+    from resonator.connections import Server
 
 log = logging.getLogger("resonator")
 
@@ -277,25 +275,16 @@ def evaluate_at_prompt(calculator: Calculator, text: str) -> str | None:
 # ── The prompt's start ──────────────────────────────────────────────────────
 
 
-def find_server(args: argparse.Namespace, settings: Settings) -> str | None:
-    """The server the prompt should use, or None to run embedded."""
-    if args.local:
-        return None
-    if settings.url:
-        return settings.url
-    return DEFAULT_URL if healthy(DEFAULT_URL) else None
-
-
-def run(
-    connect: Connect, calculate: Calculate, args: argparse.Namespace, settings: Settings
-) -> int:
-    url = find_server(args, settings)
-    if not url:
+def run(resonate: Resonate, server: Server, args: argparse.Namespace) -> int:
+    """The prompt, or a batch run: ``resonate.run`` starts a computation."""
+    if not server.url:
         print("embedded: no Resonate server, running everything in this process", file=sys.stderr)
     interactive_use = not args.expressions and not args.id and sys.stdin.isatty()
+    if server.link and not interactive_use:
+        server.link.silent = True  # a batch run says itself, once, that it gave up waiting
     calculator = None
     try:
-        calculator = Calculator(connect, calculate, url, settings, quiet=not interactive_use)
+        calculator = Calculator(resonate, server)
         return serve(calculator, args, interactive_use)
     except Unreachable as error:
         print(f"resonator: cannot reach the Resonate server at {error}", file=sys.stderr)

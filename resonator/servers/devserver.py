@@ -41,13 +41,13 @@ from resonate.connections.local import (
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.cli import KEEP, OneLine, positive
-from resonator.model import IndexedServerState
+from resonator.servers import KEEP, OneLine, positive
+from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-log = logging.getLogger("resonator.devserver")
+log = logging.getLogger("resonator.servers.devserver")
 
 TICK_SECONDS = 0.1
 MAX_REQUEST_BYTES = 4 * 1024 * 1024

@@ -30,20 +30,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from resonator.cli import setup_logging
-from resonator.connections import Link, Server
-from resonator.processes import TRACE, WAIT, Topology
-from resonator.resonator import connect
-from resonator.trace import Site
-from resonator.tree import Node, Reader, rows, table
-from resonator.watch import follow, settled, show
+from resonator.connections import Server
+from resonator.harness.processes import TRACE, WAIT, Topology
+from resonator.terminal.cli import setup_logging
+from resonator.terminal.tree import Node, Reader, rows, table
+from resonator.terminal.watch import follow, settled, show
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from rich.console import RenderableType
 
-    from resonator.processes import Process as Child
+    from resonator.harness.processes import Process as Child
 
 ARTICLE = "(1 + 2) * (3 - 4)"
 ANSWER = "-3"
@@ -92,8 +90,8 @@ class Demo:
         for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS[0]), ("ops", OPS[1])):
             self.topology.worker(group, pid)
         # Never started: it only reads promises and tasks.
-        self.server = Server(self.topology.url, Link(self.topology.url))
-        client = connect(self.server, "demo", "demo", Site("demo"))
+        self.server = Server(self.topology.url)
+        client = self.server.client("demo", "demo")
         self.reader = Reader(client.promises, self.server.network)
 
     def stop(self) -> None:

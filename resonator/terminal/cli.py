@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -11,8 +12,10 @@ import uuid
 from dataclasses import dataclass
 from typing import NoReturn
 
+from resonator.connections import healthy
+from resonator.servers import KEEP, OneLine, positive
+
 DEFAULT_URL = "http://localhost:8001"
-KEEP = 1000  # settled computations a server keeps, by default
 GROUPS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
@@ -40,10 +43,17 @@ class Settings:
 
     group: str | None  # None: the prompt
     pid: str
-    url: str | None  # None: the default, or embedded if nothing answers there
+    url: str | None  # None: embedded, everything in this process
     ttl: float | None  # None: the SDK's
     op_delay: float
     keep: int  # embedded: settled computations kept in memory
+
+    @property
+    def name(self) -> str:
+        """What this process is called in trace lines."""
+        if self.group is not None:
+            return f"{self.group}/{self.pid}"
+        return "prompt" if self.url else "embedded"
 
 
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
@@ -93,6 +103,11 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     settings = environment(args.url)
     if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
         cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
+    if args.local:
+        settings = dataclasses.replace(settings, url=None)
+    elif settings.url is None and (settings.group or healthy(DEFAULT_URL)):
+        # A worker waits for the default server; the prompt uses it if it answers.
+        settings = dataclasses.replace(settings, url=DEFAULT_URL)
     return args, settings
 
 
@@ -137,13 +152,6 @@ def count(name: str, default: int) -> int:
         usage(f"{name} must be {error}")
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number above 0."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number above 0, not {text!r}")
-    return int(text)
-
-
 def usage(message: str) -> NoReturn:
     print(f"resonator: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -169,10 +177,3 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     tracing = worker or verbosity > 0
     level = logging.DEBUG if debug else logging.INFO if tracing else logging.WARNING
     logging.getLogger("resonator").setLevel(level)
-
-
-class OneLine(logging.Formatter):
-    """The message alone: no level, no traceback (-vv shows those)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return record.getMessage()

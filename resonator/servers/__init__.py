@@ -1,0 +1,27 @@
+"""The servers Resonator runs on that you start yourself, and what their command lines share.
+
+- ``devserver.py``: ``resonator-devserver``, a stand-in for ``resonate dev``:
+  the SDK's model of the server (``model.py``) behind the server's HTTP protocol;
+- ``postgres.py``: ``resonator-postgres``, a local Resonate on Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+KEEP = 1000  # settled computations a server keeps, by default
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number above 0."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number above 0, not {text!r}")
+    return int(text)
+
+
+class OneLine(logging.Formatter):
+    """The message alone: no level, no traceback (-vv shows those)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
