@@ -468,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, value)
     with Topology() as topology:
         report = asyncio.run(measure(args, topology.standard()))
-    if sql := os.environ.get("RESONATE_PG_SQL"):
-        with Topology(postgres=sql) as database:
+    if os.environ.get("RESONATE_PG_SQL"):
+        with Topology("postgres") as database:
             rows = asyncio.run(on_postgres(args, database.standard()))
         for row, on_pg in zip(report["workloads"], rows, strict=True):
             row |= {key: value for key, value in on_pg.items() if key.startswith("postgres")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import operator
-import os
 import signal
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import strategies as st
 
 from resonator.connections import Server
-from resonator.harness.processes import Process, Topology, real_server_command
+from resonator.harness.processes import Process, Topology, missing
 from resonator.resonator import connect
 from resonator.trace import Site
 
@@ -78,12 +77,11 @@ async def embedded(name: str = "embedded", keep: int | None = None) -> AsyncIter
         await resonate.stop()
 
 
-@pytest.fixture
-def schema() -> str:
-    """resonate.sql, for the tests on Postgres (skipped, saying why, without it)."""
-    if sql := os.environ.get("RESONATE_PG_SQL"):
-        return sql
-    pytest.skip("no resonate.sql: set RESONATE_PG_SQL to run the Postgres tests")
+def available(server: str) -> str:
+    """``server`` (one of ``harness.processes.SERVERS``), or a skip that says why not here."""
+    if why := missing(server):
+        pytest.skip(why)
+    return server
 
 
 def leased(topology: Topology) -> Topology:
@@ -106,19 +104,15 @@ def operator_runs(topology: Topology, *names: str) -> Counter[str]:
 
 
 @pytest.fixture(params=["stand-in", "resonate"])
-def real_server(request: pytest.FixtureRequest) -> str | None:
-    """Each process test runs against the stand-in, and the real server if present."""
-    if request.param == "stand-in":
-        return None
-    if command := real_server_command():
-        return command
-    pytest.skip("no real Resonate server: put `resonate` on PATH or set RESONATE_SERVER_CMD")
+def server(request: pytest.FixtureRequest) -> str:
+    """A test about servers runs on the stand-in and on the real server."""
+    return available(request.param)
 
 
 @pytest.fixture
-def topology(real_server: str | None) -> Iterator[Topology]:
+def topology(server: str) -> Iterator[Topology]:
     """A running server with exp/lhs, exp/rhs and ops; all killed afterwards."""
-    with Topology(real_server) as topology:
+    with Topology(server) as topology:
         yield topology.standard()
 
 

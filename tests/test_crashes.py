@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.harness.processes import Topology, free_port, started
-from tests.conftest import kill, leased, operator_runs
+from tests.conftest import available, kill, leased, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -32,11 +32,10 @@ def slow() -> Iterator[Topology]:
         yield leased(topology)
 
 
-@pytest.fixture(params=["stand-in", "postgres"])
+@pytest.fixture(params=["stand-in", "postgres", "resonate"])
 def either(request: pytest.FixtureRequest) -> Iterator[Topology]:
-    """The same, on the stand-in and on Postgres."""
-    schema = request.getfixturevalue("schema") if request.param == "postgres" else None
-    with Topology(postgres=schema, RESONATOR_TTL="2") as topology:
+    """The same, on the stand-in, on Postgres and on the real server."""
+    with Topology(available(request.param), RESONATOR_TTL="2") as topology:
         yield leased(topology)
 
 

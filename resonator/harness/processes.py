@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -20,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -45,12 +43,41 @@ def free_port() -> int:
         return port
 
 
-def real_server_command() -> str | None:
-    """The real server's command line with ``{port}``, if one can be run here."""
-    if command := os.environ.get("RESONATE_SERVER_CMD"):
-        return command
-    if shutil.which("resonate"):
-        return "resonate dev --server-port {port} --tasks-retry-timeout 1000"
+# The servers a topology can run on. "resonate" is the real server, in memory
+# (``resonate dev``); "resonate-sqlite" the same on a file that outlives it
+# (``resonate serve``); "resonate-0.9.8" the released 0.9.8, which refuses
+# the ids of resonate-sdk 0.8 (see connections/ids.py).
+SERVERS = ("stand-in", "postgres", "resonate", "resonate-sqlite", "resonate-0.9.8")
+
+# The real server's flags here, as in the Procfile and the benchmark: loopback
+# only, no metrics port; work that nobody took is sent again after a second
+# (not 30); and messages go out every 10 ms, not every 100 ms, which every hop
+# of a computation would otherwise wait (docs/servers.md has the figures).
+RESONATE_FLAGS = (
+    "--server-bind",
+    "127.0.0.1",
+    "--observability-metrics-port",
+    "0",
+    "--tasks-retry-timeout",
+    "1000",
+    "--messages-poll-interval",
+    "10",
+)
+# Its log: that it listens, and what it refuses, but not every request.
+RESONATE_LOG = "warn,resonate=info,resonate::server=warn"
+
+
+def binary(server: str) -> str:
+    """The program a real server runs as: ``resonate`` or ``resonate-0.9.8``."""
+    return "resonate-0.9.8" if server == "resonate-0.9.8" else "resonate"
+
+
+def missing(server: str) -> str | None:
+    """Why ``server`` cannot run here, or None if it can."""
+    if server == "postgres" and not os.environ.get("RESONATE_PG_SQL"):
+        return "no resonate.sql: set RESONATE_PG_SQL to run the tests on Postgres"
+    if server.startswith("resonate") and not shutil.which(binary(server)):
+        return f"no real Resonate server: `{binary(server)}` is not on PATH"
     return None
 
 
@@ -148,19 +175,18 @@ class Topology:
 
     def __init__(
         self,
-        real_server: str | None = None,
+        server: str = "stand-in",
         server_args: tuple[str, ...] = (),
-        postgres: str | None = None,
         echo: Callable[[Process, str], None] | None = None,
         **env: str,
     ) -> None:
-        self.real_server = real_server
+        assert server in SERVERS, server
+        self.kind = server  # one of SERVERS
         self.echo = echo  # told of every line any process prints
-        self.server_args = server_args  # more for resonator-devserver or resonator-postgres
-        self.postgres = postgres  # resonate.sql: the server is resonator-postgres
-        self.scratch: Path | None = None  # the database's files, if any
+        self.server_args = server_args  # more arguments for the server
+        self.scratch: Path | None = None  # the server's files, if it keeps any
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
-        self.env |= {"PYTHONUNBUFFERED": "1", **env}
+        self.env |= {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "RUST_LOG": RESONATE_LOG, **env}
         self.processes: dict[str, Process] = {}  # the latest of each name
         self.history: list[Process] = []  # every one ever started
         self.port = 0
@@ -193,51 +219,44 @@ class Topology:
         return process
 
     def server(self) -> Process:
-        """Start the server (on the port it had before, if restarted)."""
-        if self.postgres:
-            return self._database(self.postgres)
-        if self.real_server:
-            self.port = self.port or free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            command = shlex.split(self.real_server.format(port=self.port))
-            process = self.start("server", command)
-            self._await_health(process)
+        """Start the server (on the port and files it had before, if restarted)."""
+        if self.kind == "stand-in":
+            args = ["--port", str(self.port), "--tasks-retry-timeout", "1000"]
+            process = self.start(
+                "server", python("-m", "resonator.servers.devserver", *args, *self.server_args)
+            )
+            self.url = process.wait_for(r"listening on (http://\S+)").group(1)
+            self.port = int(self.url.rsplit(":", 1)[1])
             return process
-        port = str(self.port)
-        args = ["--port", port, "--tasks-retry-timeout", "1000", *self.server_args]
-        process = self.start("server", python("-m", "resonator.servers.devserver", *args))
-        self.url = process.wait_for(r"listening on (http://\S+)").group(1)
-        self.port = int(self.url.rsplit(":", 1)[1])
+        self.port = self.port or free_port()
+        if self.kind == "postgres":
+            data = str(self.files() / "postgres")
+            sql = os.environ["RESONATE_PG_SQL"]
+            args = ["--port", str(self.port), "--data", data, "--sql", sql, *self.server_args]
+            process = self.start("server", python("-m", "resonator.servers.postgres", *args))
+            self.url = process.wait_for(r"Resonate on Postgres at (\S+)$").group(1)
+            return process
+        command = [binary(self.kind), "dev"]
+        if self.kind == "resonate-sqlite":
+            command = [binary(self.kind), "serve", "--storage-type", "sqlite"]
+            command += ["--storage-sqlite-path", str(self.files() / "resonate.db")]
+        command += ["--server-port", str(self.port), *RESONATE_FLAGS, *self.server_args]
+        process = self.start("server", command)
+        process.wait_for(r"Server listening ")
+        self.url = f"http://127.0.0.1:{self.port}"
         return process
 
-    def _database(self, sql: str) -> Process:
-        """resonator-postgres, on the files it had before, if restarted."""
-        self.port = self.port or free_port()
+    def files(self) -> Path:
+        """A directory for the server's files, kept across its restarts, removed at the end."""
         if self.scratch is None:
             self.scratch = Path(tempfile.mkdtemp(prefix="resonator-"))
             self.scratch.chmod(0o755)  # Postgres, run as nobody when we are root, must enter
-        data = str(self.scratch / "postgres")
-        args = ["--port", str(self.port), "--data", data, "--sql", sql, *self.server_args]
-        process = self.start("server", python("-m", "resonator.servers.postgres", *args))
-        self.url = process.wait_for(r"Resonate on Postgres at (\S+)$").group(1)
-        return process
+        return self.scratch
 
     def postmaster(self) -> int:
         """The pid of the running Postgres (resonator-postgres's child)."""
         assert self.scratch is not None, "no database was started"
         return int((self.scratch / "postgres" / "postmaster.pid").read_text().split()[0])
-
-    def _await_health(self, process: Process) -> None:
-        # An outside binary prints no line we know, so ask /health, bounded.
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and process.popen.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"the real server never answered /health at {self.url}")
 
     def worker(self, group: str, pid: str, wait: bool = True, **env: str) -> Process:
         process = self.start(pid, python("-m", "resonator"), {"GRP": group, "PID": pid, **env})
