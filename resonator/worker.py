@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from resonator.connections import shut_down
+from resonator.connections import ids, shut_down
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from resonate.resonate import Resonate
 
     from resonator.connections import Server
@@ -21,34 +19,39 @@ log = logging.getLogger("resonator")
 
 def run(resonate: Resonate, server: Server, group: str, pid: str) -> int:
     try:
-        asyncio.run(serve(resonate, server, f"group={group} pid={pid}"))
+        return asyncio.run(serve(resonate, server, f"group={group} pid={pid}"))
     except Exception as error:
         log.debug("the worker failed", exc_info=True)
         log.error("resonator: %s: %s (-vv shows more)", type(error).__name__, error)
         return 1
-    return 0
 
 
-async def serve(resonate: Resonate, server: Server, me: str) -> None:
-    """Serve until SIGINT or SIGTERM; say so when started and when stopped."""
-    assert server.link is not None
-    stop = asyncio.Event()
+async def serve(resonate: Resonate, server: Server, me: str) -> int:
+    """Take work until SIGINT or SIGTERM; the exit status."""
+    serving = asyncio.ensure_future(take_work(resonate, server, me))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
     resonate.start()
     try:
-        if await first(server.link.up.wait(), stop.wait()):
-            log.info("worker started: %s", me)
-            await stop.wait()
+        status = await serving
+    except asyncio.CancelledError:
+        status = 0
     finally:
         await shut_down(resonate)
-    log.info("worker stopped: %s", me)
+    if status == 0:
+        log.info("worker stopped: %s", me)
+    return status
 
 
-async def first(wanted: Coroutine[Any, Any, Any], other: Coroutine[Any, Any, Any]) -> bool:
-    """Wait for either coroutine; True when ``wanted`` finished first."""
-    tasks = [asyncio.ensure_future(wanted), asyncio.ensure_future(other)]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return tasks[0] in done
+async def take_work(resonate: Resonate, server: Server, me: str) -> int:
+    """Say when the server first answers, then serve until cancelled."""
+    assert server.link is not None
+    await server.link.up.wait()
+    # A server that refuses the SDK's ids would send this worker its tasks
+    # again and again: it stops instead, at once (docs/servers.md).
+    if why := await ids.refusal(resonate, server.link.url):
+        log.error("resonator: %s; this worker stops", why)
+        return 1
+    log.info("worker started: %s", me)
+    await asyncio.Future()  # until cancelled
+    return 0

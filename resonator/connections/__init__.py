@@ -24,13 +24,17 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from resonate.connections import HttpConnection, LocalConnection
-from resonate.resonate import Resonate
+from resonate.resonate import DEFAULT_TTL, HEARTBEAT_INTERVAL_DIVISOR, Resonate
+from resonate.send import Sender
+from resonate.transport import Transport
 
+from resonator.connections.heartbeat import HeartbeatPerOrigin
 from resonator.connections.link import BACKOFF, Link
 from resonator.connections.sse import KeepListening
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
+    from resonate.heartbeat import Heartbeat
     from resonate_base.connections import Network, Source
 
 log = logging.getLogger("resonator")
@@ -53,18 +57,27 @@ class Server:
         the work of a process that died is handed out again.
         """
         network, sources = self.connections(group, pid)
+        lease = timedelta(seconds=ttl) if ttl else DEFAULT_TTL
         return Resonate(
             network=network,
             sources=sources,
             group=group,
             pid=pid,
-            ttl=timedelta(seconds=ttl) if ttl else None,
+            ttl=lease,
+            heartbeat=self.heartbeat(network, pid, lease),
             # The SDK's periodic check of awaited promises is off: it takes a
             # promise that is still being created for one that is gone (see
             # docs/sdk-0.4.md). The prompt checks after each reconnection instead.
             subscription_refresh_secs=0,
             autostart=False,
         )
+
+    def heartbeat(self, network: Network, pid: str, lease: timedelta) -> Heartbeat | None:
+        """What renews this process's leases: see ``heartbeat.py`` (None: the SDK's)."""
+        if self.url is None:
+            return None  # in-process, no lease lapses
+        every = int(lease.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
+        return HeartbeatPerOrigin(pid, max(every, 1), Sender(Transport(network), None))
 
     def connections(self, group: str, pid: str) -> tuple[Network, list[Source]]:
         """The SDK connections (network, sources) for this process."""

@@ -3,16 +3,20 @@
 ``resonate.connections.local.ServerState`` is the SDK authors' in-process
 model of the server: the stand-in serves it over HTTP, and embedded mode runs
 on it through the SDK's ``LocalConnection``. Its answers are the SDK's own.
-This subclass changes three things, none of them an answer:
+This subclass changes four things:
 
 - two lookups walked every promise held on each step (``preload`` and
   ``enqueue_settle``); they use indexes that give the same results, so a
   step costs the same after a million promises as after ten;
 - it keeps the ``keep`` most recently settled computations, each with every
   promise and task under it, and forgets older ones (None: all of them);
-- it answers ``task.get``, a read of the server's protocol that the model
-  lacks, so that a view of a computation can tell a step that runs from one
-  that nobody has taken.
+- it answers two reads of the server's protocol that the model lacks, as the
+  real server does: ``task.get``, so that a view of a computation can tell a
+  step that runs from one that nobody has taken, and ``promise.search``, for
+  the server's own ``resonate tree``;
+- it refuses a ``task.heartbeat`` whose tasks belong to more than one origin,
+  as the protocol says and the real server does, so that nothing that works
+  here fails there.
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ class Promises(dict[str, "DurablePromise"]):
             del self.origins[origin]
 
 
+def tasks(req: Any) -> list[dict[str, Any]]:
+    """The well-formed task references of a heartbeat (the model judges the rest)."""
+    refs = req.get("tasks") if isinstance(req, dict) else None
+    refs = refs if isinstance(refs, list) else []
+    return [t for t in refs if isinstance(t, dict) and isinstance(t.get("id"), str)]
+
+
 class IndexedServerState(ServerState):
     def __init__(self, keep: int | None = None) -> None:
         super().__init__()
@@ -97,15 +108,48 @@ class IndexedServerState(ServerState):
         self.kept: dict[str, None] = {}  # settled roots, oldest first
 
     def apply(self, now: int, req: Any) -> dict[str, Any]:
-        if isinstance(req, dict) and req.get("kind") == "task.get":
-            return self.task_get(req.get("corrId"), req)
+        kind, corr_id = (req.get("kind"), req.get("corrId")) if isinstance(req, dict) else ("", "")
+        head = {"kind": kind, "corrId": corr_id}
+        if kind == "task.get":
+            return head | self.task_get(req)
+        if kind == "promise.search":
+            return head | self.promise_search(req)
+        if kind == "task.heartbeat" and len({origin_of(t["id"]) for t in tasks(req)}) > 1:
+            # The protocol's rule, which the real server applies and the model does not.
+            return head | {"status": 400, "error": "All tasks must belong to the same origin"}
         return super().apply(now, req)
 
-    def task_get(self, corr_id: Any, req: Any) -> dict[str, Any]:
+    def task_get(self, req: Any) -> dict[str, Any]:
         task = self.tasks.get(require_task_id(req))
         if task is None:
-            return {"kind": "task.get", "corrId": corr_id, "status": 404, "error": "not found"}
-        return {"kind": "task.get", "corrId": corr_id, "status": 200, "task": task.to_record()}
+            return {"status": 404, "error": "not found"}
+        return {"status": 200, "task": task.to_record()}
+
+    def promise_search(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Promises whose tags include ``tags`` (and in ``state``), by id, a page at a time.
+
+        As the real server pages them: ``limit`` of them (100 unless told, at
+        most 1000) after the id ``cursor``, and the cursor for the next page
+        when there is one. A search by ``resonate:origin`` reads one
+        computation's promises, not all of them.
+        """
+        limit, state, cursor = req.get("limit", 100), req.get("state"), req.get("cursor")
+        wanted = req.get("tags") or {}
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            return {"status": 400, "error": "Invalid 'limit': must be between 1 and 1000"}
+        if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
+            return {"status": 400, "error": "Invalid 'tags': must map names to strings"}
+        origin = wanted.get("resonate:origin")
+        ids = self.promises.origins.get(origin, {}) if isinstance(origin, str) else self.promises
+        found = sorted(
+            id
+            for id in ids
+            if (cursor is None or id > cursor)
+            and (state is None or self.promises[id].state == state)
+            and wanted.items() <= self.promises[id].tags.items()
+        )
+        page = {"status": 200, "promises": [self.promises[id].to_record() for id in found[:limit]]}
+        return page | ({"cursor": found[limit - 1]} if len(found) > limit else {})
 
     def preload(self, promise_id: str) -> list[dict[str, Any]]:
         promise = self.promises.get(promise_id)

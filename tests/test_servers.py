@@ -1,0 +1,166 @@
+"""Where the servers differ, and what Resonator does about it.
+
+The real server (``resonate``, with the 0.10 id rule), the released 0.9.8
+that refuses this SDK's ids, the stand-in and the protocol's rules that the
+SDK's own model leaves out. These run where ``resonate`` is on PATH (CI puts
+``../shared/resonate`` there), and skip elsewhere, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from resonator.harness.processes import Topology
+from tests.conftest import available, kill, operator_runs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ARTICLE = "(1 + 2) * (3 - 4)"
+VALUE = r"^-?\d+$"
+
+
+def post(url: str, kind: str, **data: Any) -> dict[str, Any]:
+    """One request envelope to ``url``; the response envelope, whatever its status."""
+    body = {"kind": kind, "head": {"corrId": "c", "version": "2026-04-01"}, "data": data}
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as error:
+        answer = json.load(error)
+    return answer
+
+
+# ── Leases ──────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("server", ["stand-in", "resonate"], indirect=True)
+def test_a_worker_holding_tasks_of_two_computations_keeps_every_lease(server: str) -> None:
+    # Operators outlast their lease (5 s against 3), so only heartbeats keep
+    # them. One heartbeat for both computations' tasks is refused by the
+    # protocol: each lease lapsed, each operator ran again and again, and
+    # neither prompt answered within a minute.
+    with Topology(server, RESONATOR_TTL="3") as topology:
+        topology.server()
+        topology.worker("exp", "lhs")
+        topology.worker("exp", "rhs")
+        ops = topology.worker("ops", "ops", RESONATOR_OP_DELAY="5")
+        r1 = topology.prompt("--id", "r1", "1 + 2", name="r1")
+        r2 = topology.prompt("--id", "r2", "3 + 4", name="r2")
+        assert r1.wait_for(VALUE).group(0) == "3"
+        assert r2.wait_for(VALUE).group(0) == "7"
+        assert operator_runs(topology, "ops") == {"r1:3": 1, "r2:3": 1}
+        assert not any("heartbeat" in line for line in ops.lines), ops.lines
+
+
+def test_the_stand_in_refuses_a_heartbeat_across_origins_as_the_real_server_does(
+    server: str,
+) -> None:
+    with Topology(server) as topology:
+        topology.server()
+        across = post(
+            topology.url,
+            "task.heartbeat",
+            pid="p",
+            tasks=[
+                {"id": "a:1", "version": 1},
+                {"id": "b:1", "version": 1},
+            ],
+        )
+        within = post(
+            topology.url,
+            "task.heartbeat",
+            pid="p",
+            tasks=[
+                {"id": "a:1", "version": 1},
+                {"id": "a:2.3", "version": 1},
+            ],
+        )
+    assert across["head"]["status"] == 400
+    assert "All tasks must belong to the same origin" in json.dumps(across["data"])
+    assert within["head"]["status"] == 200
+
+
+# ── The server's own tools ──────────────────────────────────────────────────
+
+
+def searched(url: str, limit: int) -> list[dict[str, Any]]:
+    """Every page of a search by origin, as ``resonate tree`` pages it, timestamps left out."""
+    pages, cursor = [], None
+    while True:
+        data: dict[str, Any] = {"limit": limit, "tags": {"resonate:origin": "t"}}
+        answer = post(url, "promise.search", **data | ({"cursor": cursor} if cursor else {}))
+        assert answer["head"]["status"] == 200, answer
+        page = answer["data"]
+        for promise in page["promises"]:
+            del promise["createdAt"], promise["settledAt"], promise["timeoutAt"]
+        pages.append(page)
+        if not (cursor := page.get("cursor")):
+            return pages
+
+
+def test_both_servers_answer_a_search_the_same_way() -> None:
+    answers = []
+    for server in ("stand-in", available("resonate")):
+        with Topology(server) as topology:
+            topology.standard()
+            assert topology.calculate("--id", "t", ARTICLE).stdout == "-3\n"
+            answers.append(searched(topology.url, limit=4))
+    stand_in, real = answers
+    assert [len(page["promises"]) for page in real] == [4, 4, 2]
+    assert stand_in == real
+
+
+@pytest.fixture
+def computed(server: str) -> Iterator[Topology]:
+    """A server on which computation t, the article's, has run."""
+    with Topology(server) as topology:
+        topology.standard()
+        assert topology.calculate("--id", "t", ARTICLE).stdout == "-3\n"
+        yield topology
+
+
+def test_resonate_tree_shows_the_ten_promises_that_resonator_tree_shows(
+    computed: Topology,
+) -> None:
+    available("resonate")
+    theirs = subprocess.run(
+        ["resonate", "tree", "t", "--server", computed.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    ours = computed.calculate("--tree", "--id", "t").stdout.splitlines()
+    assert len(theirs) == len(ours) == 10
+    # The same ids, in the same places of the same tree.
+    assert [row.split(" ")[0] for row in ours] == [row.split(" ")[0] for row in theirs]
+
+
+# ── A durable real server ───────────────────────────────────────────────────
+
+
+def test_resonate_serve_killed_mid_computation_and_restarted_on_its_file() -> None:
+    deep = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # -32, seven operators
+    with Topology(available("resonate-sqlite"), RESONATOR_TTL="2") as topology:
+        topology.server()
+        for pid in ("lhs", "rhs"):
+            topology.worker("exp", pid)
+        ops = topology.worker("ops", "ops", RESONATOR_OP_DELAY="1")
+        prompt = topology.prompt("--id", "d", deep)
+        ops.wait_for(r"\[d:1\.3\]$")  # so d:1.1.3 and d:1.2.3 had settled
+        kill(topology["server"])
+        for process in (topology["lhs"], topology["rhs"], ops, prompt):
+            process.wait_for("^cannot reach the Resonate server at ")
+        topology.server()  # the same port, the same file
+        assert prompt.wait_for(VALUE).group(0) == "-32"
+        assert prompt.wait_closed() == 0
+        runs = operator_runs(topology, "ops")
+    assert len(runs) == 7
+    assert runs["d:1.1.3"] == runs["d:1.2.3"] == 1, runs
