@@ -174,9 +174,18 @@ def _tokenize(text: str) -> list[tuple[str, int]]:
         if other == ".":
             raise ParseError("only whole numbers are supported", column)
         if other is not None:
-            raise ParseError(f"unexpected character '{other}': use +, - or *", column)
+            raise ParseError(f"unexpected character '{other}': {_hint(other, tokens)}", column)
         tokens.append((number or symbol, column))
     return tokens
+
+
+def _hint(char: str, before: list[tuple[str, int]]) -> str:
+    """What would have been right where ``char`` stands."""
+    if char.isdigit():  # a digit of another script, such as '１' or '٣'
+        return "only the digits 0-9 count"
+    if before and (before[-1][0].isdigit() or before[-1][0] == ")"):
+        return "use +, - or *"
+    return "expected a number or '('"
 
 
 def _op(token: str) -> Op:

@@ -26,7 +26,7 @@ from resonator import worker
 from resonator.connections import Server
 from resonator.parser import render
 from resonator.terminal import cli, prompt
-from resonator.trace import Site, operate, trace
+from resonator.trace import Site, evaluating, operating
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -54,11 +54,11 @@ async def evaluate(ctx: Context, expr: Expr) -> int:
 
     This body runs again from the top each time something it waits for
     settles. On those replays ``rpc`` finds the promises it created before
-    and returns their stored values, so no finished step runs twice. (The
-    trace line is a side effect, which durable code keeps in leaf functions;
-    it stays here on purpose, to show every replay.)
+    and returns their stored values, so no finished step runs twice.
+    (``evaluating`` prints a trace line, a side effect, which durable code
+    keeps in leaf functions; it stays here on purpose, to show every replay.)
     """
-    trace(ctx, f"= {render(expr)}")
+    await evaluating(ctx, f"= {render(expr)}")
     match expr:
         case [op, lhs, rhs]:
             # Both operands are dispatched before either is awaited: the two
@@ -72,17 +72,17 @@ async def evaluate(ctx: Context, expr: Expr) -> int:
 
 
 async def add(ctx: Context, x: int, y: int) -> int:
-    await operate(ctx, f"+ {x} {y}")
+    await operating(ctx, f"+ {x} {y}")
     return x + y
 
 
 async def subtract(ctx: Context, x: int, y: int) -> int:
-    await operate(ctx, f"- {x} {y}")
+    await operating(ctx, f"- {x} {y}")
     return x - y
 
 
 async def multiply(ctx: Context, x: int, y: int) -> int:
-    await operate(ctx, f"* {x} {y}")
+    await operating(ctx, f"* {x} {y}")
     return x * y
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args, settings = cli.arguments(argv)
     cli.setup_logging(args.verbose, worker=settings.group is not None)
     server = Server(settings.url, settings.keep)
-    site = Site(settings.name, settings.op_delay)
+    site = Site(settings.name, settings.op_delay, settings.exp_delay)
     resonate = connect(server, settings.group or "prompt", settings.pid, site, settings.ttl)
     if settings.group is not None:
         return worker.run(resonate, server, settings.group, settings.pid)

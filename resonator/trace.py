@@ -21,20 +21,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator")
 
+WINDOW = 60  # columns of a step shown in a trace line
+
 
 @dataclass(frozen=True)
 class Site:
     """Where durable functions run, as they see it (a Resonate dependency)."""
 
     name: str  # "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
-    op_delay: float = 0.0  # seconds each operator takes, to leave time for a crash
+    # Seconds each operator, and each run of "=", takes: time to crash a
+    # process in the middle of a step, for demonstrations.
+    op_delay: float = 0.0
+    exp_delay: float = 0.0
 
 
 def trace(ctx: Context, what: str) -> None:
-    log.info("%s: %s  [%s]", ctx.get_dependency(Site).name, what, ctx.info.id)
+    log.info("%s: %s  [%s]", ctx.get_dependency(Site).name, window(what), ctx.info.id)
 
 
-async def operate(ctx: Context, what: str) -> None:
+async def evaluating(ctx: Context, what: str) -> None:
+    """What every run of "=" does first: say so, then take its time."""
+    trace(ctx, what)
+    await asyncio.sleep(ctx.get_dependency(Site).exp_delay)
+
+
+async def operating(ctx: Context, what: str) -> None:
     """What every operator does before it answers: say so, then take its time."""
     trace(ctx, what)
     await asyncio.sleep(ctx.get_dependency(Site).op_delay)
+
+
+def window(what: str) -> str:
+    """A long step as its first and last columns, and how long it is."""
+    if len(what) <= WINDOW:
+        return what
+    half = WINDOW // 2
+    return f"{what[:half]}…{what[-half:]} ({len(what)} characters)"

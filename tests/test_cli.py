@@ -109,7 +109,7 @@ def test_an_expression_may_start_with_a_minus(text: str, value: str) -> None:
 def test_syntax_errors_show_control_characters_escaped() -> None:
     done = resonator("--local", stdin="1 + \x00\x1b[31m\n")
     assert done.stderr.splitlines()[1:] == [
-        "syntax error: unexpected character '\x00': use +, - or *",
+        "syntax error: unexpected character '\\x00': expected a number or '('",
         "  1 + \\x00\\x1b[31m",
         "      ^",
     ]
@@ -127,7 +127,7 @@ def test_the_caret_stands_under_the_character_after_tabs() -> None:
     [
         (
             " + ".join(["1"] * 400) + " + x + " + " + ".join(["2"] * 400),
-            "unexpected character 'x': use +, - or *",
+            "unexpected character 'x': expected a number or '('",
             "x",
         ),
         ("1 + " * 1250, "expression too long: 5000 characters (the limit is 4000)", "1"),
@@ -165,7 +165,7 @@ def test_line_endings_a_byte_order_mark_and_a_line_that_is_not_utf8() -> None:
     [
         ({"GRP": "foo"}, "resonator: GRP must be exp or ops, not 'foo'"),
         ({"GRP": "exp", "PID": "x"}, "resonator: an exp worker's PID must be lhs or rhs, not 'x'"),
-        ({"GRP": "exp"}, "resonator: an exp worker's PID must be lhs or rhs, not None"),
+        ({"GRP": "exp"}, "resonator: an exp worker needs a PID: PID=lhs or PID=rhs"),
         (
             {"RESONATOR_TTL": "soon"},
             "resonator: RESONATOR_TTL must be a number of seconds, not 'soon'",

@@ -65,10 +65,14 @@ def test_precedence_matches_arithmetic(text: str, value: int) -> None:
         ("(1 + 2) 3", "expected an operator before '3'", 8),
         ("(1) (2)", "expected an operator before '('", 4),
         ("1 / 2", "unexpected character '/': use +, - or *", 2),
-        ("x", "unexpected character 'x': use +, - or *", 0),
+        ("x", "unexpected character 'x': expected a number or '('", 0),
+        ("2 x", "unexpected character 'x': use +, - or *", 2),
+        ("(1) x", "unexpected character 'x': use +, - or *", 4),
+        ("1 + abc", "unexpected character 'a': expected a number or '('", 4),
         ("1.5", "only whole numbers are supported", 1),
         ("2 ** 3", "'**' is not supported: use +, - or *", 2),
-        ("\u0663", "unexpected character '\u0663': use +, - or *", 0),
+        ("\u0663", "unexpected character '\u0663': only the digits 0-9 count", 0),
+        ("\uff11+\uff12", "unexpected character '\uff11': only the digits 0-9 count", 0),
     ],
 )
 def test_errors_carry_message_and_column(text: str, message: str, column: int) -> None:

@@ -1,8 +1,15 @@
-"""The interactive ❯ prompt, driven through a real pseudo-terminal."""
+"""The interactive ❯ prompt, driven through a real pseudo-terminal.
+
+Two kinds of terminal: a dumb one (``TERM=dumb``), where the prompt is a
+plain line that the terminal edits, and one that can be drawn on
+(``TERM=xterm-256color``), where it is prompt_toolkit's. Keys go in as a
+person types them: Ctrl-C is ``\\x03`` (a signal in a dumb terminal, a key
+to prompt_toolkit), Ctrl-D is ``\\x04``.
+"""
 
 from __future__ import annotations
 
-import codecs
+import contextlib
 import os
 import re
 import select
@@ -11,20 +18,36 @@ import sys
 import time
 from typing import TYPE_CHECKING, Self
 
-from resonator.harness.processes import WAIT, free_port
+import pyte
+import pytest
+
+from resonator.harness.processes import WAIT, Topology, free_port
+from tests.conftest import available
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
     from types import TracebackType
+
+DRAWN = "xterm-256color"
+COLUMNS, LINES = 100, 30
+
+
+class Screen(pyte.Screen):
+    """What a terminal shows; like a terminal, it answers when asked where its cursor is."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(COLUMNS, LINES)
+        self.fd = fd
+
+    def write_process_input(self, data: str) -> None:
+        os.write(self.fd, data.encode())
 
 
 class Terminal:
-    """``resonator --local`` with a pty as its controlling terminal.
+    """``resonator ARGS`` with a pty as its controlling terminal, and the screen it draws."""
 
-    Keys go in as a person types them: Ctrl-C is ``\\x03``, which the
-    terminal turns into SIGINT, and Ctrl-D is ``\\x04``.
-    """
-
-    def __init__(self, *args: str, **env: str) -> None:
+    def __init__(self, *args: str, term: str = "dumb", **env: str) -> None:
         self.fd, child = os.openpty()
         # setsid --ctty: a session of its own, with the pty as its terminal.
         self.process = subprocess.Popen(
@@ -32,13 +55,12 @@ class Terminal:
             stdin=child,
             stdout=child,
             stderr=child,
-            env={**os.environ, "TERM": "dumb", **env},
+            env={**os.environ, "TERM": term, "COLUMNS": str(COLUMNS), "LINES": str(LINES), **env},
         )
         os.close(child)
-        # A read can end inside a character (❯ is three bytes): decode across reads.
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.screen = ""  # what has not been waited for yet
-        self.transcript = ""  # everything
+        self.screen = Screen(self.fd)
+        self.stream = pyte.ByteStream(self.screen)
+        self.printed = b""  # everything, as printed
 
     def __enter__(self) -> Self:
         return self
@@ -54,90 +76,140 @@ class Terminal:
         self.process.wait(WAIT)
         os.close(self.fd)
 
+    @property
+    def transcript(self) -> str:
+        """Everything printed, as text (controls and all)."""
+        return self.printed.decode(errors="replace")
+
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display]
+
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
 
-    def wait_for(self, text: str) -> str:
-        """Everything on screen up to ``text``, once it has been printed."""
+    def wait_until(self, what: str, shown: Callable[[], bool]) -> None:
+        """Read what the program prints until ``shown()`` holds for the screen."""
         deadline = time.monotonic() + WAIT
-        while text not in self.screen:
+        while not shown():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
-                raise AssertionError(f"never printed {text!r}; the screen:\n{self.screen}")
+                raise AssertionError(
+                    f"never showed {what}; the screen:\n" + "\n".join(self.lines())
+                )
             try:
-                printed = self.decoder.decode(os.read(self.fd, 4096))
-                self.screen += printed
-                self.transcript += printed
+                printed = os.read(self.fd, 4096)
             except OSError:  # the process has gone and closed its side
-                raise AssertionError(f"exited before {text!r}:\n{self.screen}") from None
-        shown, _, self.screen = self.screen.partition(text)
-        return shown + text
+                raise AssertionError(
+                    f"exited before it showed {what}:\n{self.transcript}"
+                ) from None
+            self.printed += printed
+            self.stream.feed(printed)
+
+    def showing(self, text: str) -> str:
+        """The screen, once ``text`` is on it."""
+        self.wait_until(repr(text), lambda: text in "\n".join(self.lines()))
+        return "\n".join(self.lines())
+
+    def ready(self) -> str:
+        """The screen, once a fresh ❯ waits for a line at the cursor."""
+        cursor = self.screen.cursor
+        self.wait_until("a fresh ❯", lambda: self.lines()[cursor.y] == "❯" and cursor.x == 2)
+        return "\n".join(self.lines())
 
     def exit_status(self) -> int:
-        return self.process.wait(WAIT)
+        status = self.process.wait(WAIT)
+        with contextlib.suppress(AssertionError):  # read what it printed last
+            self.wait_until("its end", lambda: False)
+        return status
 
 
-def test_a_session_at_the_prompt() -> None:
-    with Terminal() as terminal:
-        terminal.wait_for("❯ ")
+@pytest.fixture
+def state(tmp_path: Path) -> dict[str, str]:
+    """A state directory of its own, for the prompt's history."""
+    return {"XDG_STATE_HOME": str(tmp_path)}
+
+
+# ── Either terminal ─────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("term", ["dumb", DRAWN])
+def test_a_session_at_the_prompt(term: str, state: dict[str, str]) -> None:
+    with Terminal(term=term, **state) as terminal:
+        terminal.ready()
         terminal.type("(1 + 2) * (3 - 4)\r")
-        assert "(1 + 2) * (3 - 4)\r\n= -3" in terminal.wait_for("❯ ")
+        assert "(1 + 2) * (3 - 4)\n= -3\n" in terminal.showing("= -3")
+        terminal.ready()
         terminal.type("(1\r")
-        screen = terminal.wait_for("❯ ")
-        assert "syntax error: '(' is never closed\r\n  (1\r\n  ^" in screen
+        assert "syntax error: '(' is never closed\n  (1\n  ^" in terminal.showing("^")
+        terminal.ready()
         terminal.type(":tree\r")
-        assert "resolved  -3" in terminal.wait_for("❯ ")
+        terminal.showing("resolved  -3")
+        terminal.ready()
         terminal.type("\x04")  # Ctrl-D
         assert terminal.exit_status() == 0
-        assert "Traceback" not in terminal.screen
+    assert "Traceback" not in terminal.transcript
 
 
-def test_ctrl_c_stops_waiting_then_quits() -> None:
-    with Terminal("--local", "-v", RESONATOR_OP_DELAY="30") as terminal:
-        terminal.wait_for("❯ ")
+@pytest.mark.parametrize("term", ["dumb", DRAWN])
+def test_ctrl_c_clears_the_line_and_stops_a_wait_but_never_quits(
+    term: str, state: dict[str, str]
+) -> None:
+    with Terminal("--local", "-v", term=term, RESONATOR_OP_DELAY="30", **state) as terminal:
+        terminal.ready()
+        terminal.type("1 + (2")
+        terminal.showing("❯ 1 + (2")
+        terminal.type("\x03")  # Ctrl-C on a half-typed line
+        terminal.ready()
         terminal.type("6 * 7\r")
-        terminal.wait_for("embedded: * 6 7")  # the operator has started
+        terminal.showing("embedded: * 6 7")  # the operator has started: the half line is gone
         terminal.type("\x03")  # Ctrl-C while it takes its time
-        screen = terminal.wait_for("❯ ")
-        assert "stopped waiting; the computation goes on as " in screen
+        terminal.showing("stopped waiting; the computation goes on as ")
+        terminal.ready()
         terminal.type(":tree\r")
-        assert "pending" in terminal.wait_for("❯ ")
-        terminal.type("\x03")  # Ctrl-C at the prompt
+        terminal.showing("pending")
+        terminal.ready()
+        terminal.type("\x03")  # Ctrl-C at an empty prompt
+        terminal.ready()
+        terminal.type(":q\r")
         assert terminal.exit_status() == 0
-        assert "Traceback" not in terminal.screen
+    assert "syntax error" not in terminal.transcript
+    assert "Traceback" not in terminal.transcript
 
 
-def test_ctrl_c_at_the_moment_the_prompt_appears_quits_every_time() -> None:
-    # Sent as soon as "❯ " is on screen, when readline may not be waiting for
+def test_ctrl_c_at_the_moment_the_prompt_appears_clears_it_every_time() -> None:
+    # Sent as soon as "❯ " is on screen, when the prompt may not be reading
     # keys yet. Busy processes widen that gap, as a loaded machine does.
     busy = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"])
         for _ in range(os.cpu_count() or 2)
     ]
-    statuses = []
+    answers = []
     try:
         for _ in range(30):
             with Terminal() as terminal:
-                terminal.wait_for("❯ ")
+                terminal.ready()
                 terminal.type("\x03")
-                statuses.append(terminal.exit_status())
-                assert "Traceback" not in terminal.screen
+                terminal.type("2 + 3\r")
+                answers.append("= 5" in terminal.showing("= 5"))
+                terminal.type("\x04")
+                assert terminal.exit_status() == 0
+                assert "Traceback" not in terminal.transcript
     finally:
         for process in busy:
             process.kill()
             process.wait()
-    assert statuses == [0] * 30
+    assert answers == [True] * 30
 
 
 def test_a_server_out_of_reach_is_said_once_and_ctrl_c_claims_nothing() -> None:
     with Terminal("--url", f"http://127.0.0.1:{free_port()}") as terminal:
-        terminal.wait_for("❯ ")
+        terminal.ready()
         terminal.type("1 + 2\r")
-        terminal.wait_for("(Ctrl-C stops waiting)")
+        terminal.showing("(Ctrl-C stops waiting)")
         terminal.type("\x03")
-        screen = terminal.wait_for("❯ ")
-        assert "stopped waiting for the server; nothing was started" in screen
-        assert "goes on" not in screen
+        shown = terminal.showing("stopped waiting for the server; nothing was started")
+        assert "goes on as" not in shown
+        terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0
     assert terminal.transcript.count("cannot reach the Resonate server at") == 1
@@ -147,58 +219,124 @@ def test_a_server_out_of_reach_is_said_once_and_ctrl_c_claims_nothing() -> None:
 def test_ctrl_c_while_waiting_stops_the_wait_every_time() -> None:
     # Ctrl-C at a new prompt's first wait, 50 times. The prompt used to hang
     # when Ctrl-C came just before its wait began, or end with "cannot
-    # release un-acquired lock" when it came inside the wait's lock handling:
-    # a few times in a hundred, and this failed three runs in three. (Busy
-    # processes, unlike in the test above, made it rarer.)
+    # release un-acquired lock" when it came inside the wait's lock handling.
     stopped = []
     for _ in range(50):
         with Terminal("--url", f"http://127.0.0.1:{free_port()}") as terminal:
-            terminal.wait_for("❯ ")
+            terminal.ready()
             terminal.type("1 + 2\r")
-            terminal.wait_for("(Ctrl-C stops waiting)")
+            terminal.showing("(Ctrl-C stops waiting)")
             terminal.type("\x03")
-            screen = terminal.wait_for("❯ ")
-            stopped.append("nothing was started" in screen and "Traceback" not in screen)
+            terminal.showing("nothing was started")
+            terminal.ready()
             terminal.type("\x04")
             assert terminal.exit_status() == 0
+            stopped.append("Traceback" not in terminal.transcript)
     assert stopped == [True] * 50
 
 
-def test_quit_exit_and_help_say_what_to_do() -> None:
+@pytest.mark.parametrize("quit", [":q", ":quit"])
+def test_quit_exit_and_help_say_what_to_do_and_q_quits(quit: str) -> None:
     with Terminal() as terminal:
-        terminal.wait_for("❯ ")
         for word in ("quit", "exit"):
+            terminal.ready()
             terminal.type(f"{word}\r")
-            assert "Ctrl-D quits" in terminal.wait_for("❯ ")
+            terminal.showing("Ctrl-D or :q quits")
+        terminal.ready()
         terminal.type(":help\r")
-        assert ":tree [ID]" in terminal.wait_for("❯ ")
-        terminal.type("\x04")
+        terminal.showing("  :q           quit")
+        terminal.ready()
+        terminal.type(f"{quit}\r")
         assert terminal.exit_status() == 0
     assert "syntax error" not in terminal.transcript
+    assert "unknown command" not in terminal.transcript
 
 
 def test_watch_returns_to_the_prompt_when_the_root_settles_and_on_ctrl_c() -> None:
     with Terminal("--local", RESONATOR_OP_DELAY="1") as terminal:
-        terminal.wait_for("❯ ")
+        terminal.ready()
         terminal.type("1 + 2\r")
-        assert "= 3" in terminal.wait_for("❯ ")
+        terminal.showing("= 3")
+        terminal.ready()
         terminal.type(":watch\r")  # already settled: one picture, and back
-        picture = terminal.wait_for("❯ ")
-        assert re.search(r"\+ 1 2 +ops +resolved +3", picture), picture
-        terminal.type("\x03")  # at the prompt: quits
+        assert re.search(r"\+ 1 2 +ops +resolved +3", terminal.showing("+ 1 2"))
+        terminal.ready()
+        terminal.type("\x04")
         assert terminal.exit_status() == 0
     # A terminal that can redraw in place, for rich's live view.
-    with Terminal("--local", "-v", RESONATOR_OP_DELAY="30", TERM="xterm-256color") as terminal:
-        terminal.wait_for("❯ ")
+    with Terminal("--local", "-v", term=DRAWN, RESONATOR_OP_DELAY="30") as terminal:
+        terminal.ready()
         terminal.type("6 * 7\r")
-        terminal.wait_for("embedded: * 6 7")
+        terminal.showing("embedded: * 6 7")
         terminal.type("\x03")  # stop waiting; the operator takes 30 s
-        terminal.wait_for("❯ ")
+        terminal.ready()
         terminal.type(":watch\r")
-        terminal.wait_for("running")
+        terminal.showing("ops      running")
         terminal.type("\x03")  # stop watching
-        screen = terminal.wait_for("❯ ")
-        assert "stopped watching; the computation goes on as " in screen
+        terminal.showing("stopped watching; the computation goes on as ")
+        terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.transcript
+
+
+# ── A terminal that can be drawn on ─────────────────────────────────────────
+
+
+def test_what_the_client_says_appears_above_a_prompt_drawn_again(state: dict[str, str]) -> None:
+    with Topology() as topology:
+        topology.standard()
+        with Terminal("--url", topology.url, term=DRAWN, **state) as terminal:
+            terminal.showing(f"connected to {topology.url}")
+            # Below that line a ❯ is drawn again, and the prompt still works.
+            screen = terminal.ready().splitlines()
+            assert screen.index(f"connected to {topology.url}") < terminal.screen.cursor.y
+            terminal.type("1 + 2\r")
+            terminal.showing("= 3")
+            terminal.ready()
+            terminal.type("\x04")
+            assert terminal.exit_status() == 0
+
+
+def test_a_syntax_error_shows_in_the_toolbar_before_enter(state: dict[str, str]) -> None:
+    with Terminal(term=DRAWN, **state) as terminal:
+        terminal.ready()
+        terminal.type("(1 +")
+        terminal.showing(" column 5: expected a number or '(' at the end")
+        terminal.type(" 2)")
+        terminal.wait_until("the toolbar", lambda: " Enter computes it" in terminal.lines())
+        terminal.type("\x15x * 2")  # Ctrl-U clears the line
+        terminal.showing(" column 1: unexpected character 'x': expected a number or '('")
+        terminal.type("\r")  # Enter on it all the same: the caret, as ever
+        terminal.showing("syntax error: unexpected character 'x'")
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+
+
+def test_history_is_kept_between_sessions(state: dict[str, str]) -> None:
+    with Terminal(term=DRAWN, **state) as terminal:
+        terminal.ready()
+        terminal.type("6 * 7\r")
+        terminal.showing("= 42")
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+    with Terminal(term=DRAWN, **state) as terminal:
+        terminal.ready()
+        terminal.type("\x1b[A")  # Up: the last line of the last session
+        terminal.showing("❯ 6 * 7")
+        terminal.type("\r")
+        terminal.showing("= 42")
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+
+
+def test_a_server_that_refuses_the_sdks_ids_is_named_and_the_prompt_exits_1() -> None:
+    with Topology(available("resonate-0.9.8")) as topology:
+        topology.server()
+        with Terminal("--url", topology.url, term=DRAWN) as terminal:
+            assert terminal.exit_status() == 1
+        said = [line for line in terminal.lines() if "refuses" in line]
+    assert said[0].startswith(f"resonator: the Resonate server at {topology.url} refuses ")

@@ -8,14 +8,17 @@ SDK's own model leaves out. These run where ``resonate`` is on PATH (CI puts
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from resonator.harness.processes import Topology
+from resonator.connections import Server
+from resonator.harness.processes import Process, Topology
 from tests.conftest import available, kill, operator_runs
 
 if TYPE_CHECKING:
@@ -164,3 +167,65 @@ def test_resonate_serve_killed_mid_computation_and_restarted_on_its_file() -> No
         runs = operator_runs(topology, "ops")
     assert len(runs) == 7
     assert runs["d:1.1.3"] == runs["d:1.2.3"] == 1, runs
+
+
+# ── A server that refuses this SDK's ids ────────────────────────────────────
+
+
+@pytest.fixture
+def refusing() -> Iterator[Topology]:
+    """resonate 0.9.8, logging every request it receives."""
+    with Topology(available("resonate-0.9.8"), RUST_LOG="warn,resonate=info") as topology:
+        topology.server()
+        yield topology
+
+
+def received(server: Process) -> list[str]:
+    """The kinds of the requests the real server says it received."""
+    return re.findall(r"Received request kind=(\S+)", "\n".join(server.lines))
+
+
+def refusal(url: str) -> str:
+    return (
+        f"resonator: the Resonate server at {url} refuses the promise ids of resonate-sdk 0.8 "
+        "(400 Promise ID must be prefixed by resonate:origin): use resonator-devserver, "
+        "Resonate on Postgres (resonator-postgres), or a resonate server with the 0.10 id "
+        "rule (docs/servers.md)"
+    )
+
+
+def test_a_batch_run_names_a_server_that_refuses_the_sdks_ids_and_exits_1(
+    refusing: Topology,
+) -> None:
+    done = refusing.calculate("1 + 2")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [f"connected to {refusing.url}", refusal(refusing.url)]
+    # Nothing was started: the check was its only request.
+    assert received(refusing["server"]) == ["promise.create"]
+
+
+def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
+    refusing: Topology,
+) -> None:
+    # Work waits for exp/lhs: a computation whose root is addressed to it.
+    async def addressed_to_lhs() -> None:
+        resonate = Server(refusing.url).client("test", "test")
+        resonate.start()
+        try:
+            await resonate.options(target="poll://uni@exp/lhs").run("spin", "=", ("+", 1, 2)).id()
+        finally:
+            await resonate.stop()
+
+    asyncio.run(addressed_to_lhs())
+    before = len(received(refusing["server"]))
+    worker = refusing.worker("exp", "lhs", wait=False)
+    assert worker.wait_closed() == 1
+    said = [line for line in worker.lines if "refuses" in line]
+    assert said == [refusal(refusing.url) + "; this worker stops"]
+    # Before, the worker took the task, was refused, let it go and took it
+    # again, four times a second for as long as it ran. Now: its check, and
+    # whatever it took before the answer came, then nothing.
+    requests = received(refusing["server"])[before:]
+    print(f"requests from the worker, in all: {requests}")
+    assert requests.count("promise.create") == 1
+    assert len(requests) <= 6

@@ -15,6 +15,10 @@ log = logging.getLogger("resonator")
 BACKOFF = ExponentialBackoff(initial=0.25, max_delay=2.0)
 
 
+class Refused(ConnectionError):
+    """The server is there, but turned this process away; the message says why."""
+
+
 class Link:
     """The channel on which work and results reach this process, and how it fares.
 
@@ -31,12 +35,14 @@ class Link:
         self.silent = silent
         self.lost_reported = False
         self.ever_up = False
+        self.why = ""  # why the server turned the last attempt away, if it did
 
     def connected(self) -> None:
         if self.up.is_set():
             return
         self.up.set()
         self.down.clear()
+        self.why = ""
         if not self.ever_up or self.lost_reported:
             log.warning("connected to %s", self.url)
         self.ever_up = True
@@ -51,11 +57,15 @@ class Link:
     def lost(self, why: Exception) -> None:
         self.up.clear()
         self.down.set()
+        if isinstance(why, Refused):
+            self.why = str(why)
         log.debug("connection to %s failed: %r", self.url, why)
         if self.lost_reported or self.silent:
             return
         self.lost_reported = True
-        if isinstance(why, OSError | aiohttp.ClientError):
+        if isinstance(why, Refused):
+            log.warning("cannot reach the Resonate server at %s (%s); retrying", self.url, why)
+        elif isinstance(why, OSError | aiohttp.ClientError):
             log.warning("cannot reach the Resonate server at %s; retrying", self.url)
         else:
             log.warning(

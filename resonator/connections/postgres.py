@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import psycopg
 from resonate_pg import PostgresConnection
 
+from resonator.connections.link import Refused
+
 if TYPE_CHECKING:
     from resonator.connections.link import Link
 
@@ -55,6 +57,16 @@ class KeepSweeping(PostgresConnection):
         finally:
             hanging.cancel()
         self.link.connected()
+
+    async def _listen_once(self) -> None:
+        # Its own connection, opened at once: the first to hear why the
+        # database turns this process away (no such database, a wrong password).
+        try:
+            await super()._listen_once()
+        except psycopg.OperationalError as error:
+            fatal = str(error).partition("FATAL:")[2].strip()
+            self.link.lost(Refused(fatal) if fatal else ConnectionError(error))
+            raise
 
     async def _fire_timers(self) -> None:
         now = asyncio.get_running_loop().time()

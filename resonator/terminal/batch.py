@@ -1,0 +1,136 @@
+"""Expressions given as arguments or piped in: one value per line, in order.
+
+Up to ``--jobs`` of them are computed at once; each value is printed as soon
+as it and every value before it are known. Lines are read only as fast as
+there is room for them, so a long input takes no more memory than a short
+one. Errors go to stderr, in the same order; the exit status is 1 if any
+expression failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import threading
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
+
+from resonator.terminal.client import Failed, new_id
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator, Iterator
+
+    from resonator.terminal.client import Client
+
+# One input line: its number, and its text (None if it is not UTF-8).
+type Line = tuple[int, str | None]
+
+
+@dataclass(frozen=True)
+class Result:
+    out: str = ""  # for stdout
+    err: str = ""  # for stderr
+    failed: bool = False
+
+
+class Batch:
+    """Expressions computed ``jobs`` at a time, reported in the order they came."""
+
+    def __init__(self, client: Client, args: argparse.Namespace) -> None:
+        self.client = client
+        self.args = args
+        # A followed computation draws as it goes: one at a time.
+        self.jobs = 1 if args.watch else args.jobs
+        self.waiting: list[str] = []  # computations under way, in the order they came
+
+    async def run(self, lines: AsyncIterator[Line]) -> int:
+        """Report every line's result; the exit status."""
+        room = asyncio.Semaphore(self.jobs)  # a job's room is freed once it is reported
+        order: asyncio.Queue[asyncio.Task[Result] | None] = asyncio.Queue()
+
+        async def start() -> None:
+            async for number, text in lines:
+                await room.acquire()
+                order.put_nowait(asyncio.ensure_future(self.one(number, text)))
+            order.put_nowait(None)
+
+        starting = asyncio.ensure_future(start())
+        status = 0
+        try:
+            while (job := await order.get()) is not None:
+                result = await job
+                self.report(result)
+                status = 1 if result.failed else status
+                room.release()
+            await starting
+        finally:
+            starting.cancel()
+            while not order.empty():
+                if job := order.get_nowait():
+                    job.cancel()
+        return status
+
+    def report(self, result: Result) -> None:
+        if result.out:
+            print(result.out, flush=True)
+        if result.err:
+            print(result.err, file=sys.stderr, flush=True)
+
+    async def one(self, number: int, text: str | None) -> Result:
+        """The value (or tree, or watch) of one line, or why it has none."""
+        if text is None:
+            return Result(err=f"line {number}: not UTF-8 text; skipped", failed=True)
+        if not text.strip():
+            return Result()
+        id = self.args.id or new_id()
+        self.waiting.append(id)  # until it ends: when Ctrl-C stops us, it goes on
+        try:
+            if self.args.watch:
+                await self.client.begin(text, id)
+                result = Result(failed=not await self.client.watch(id))
+            else:
+                value = await self.client.compute(text, id, named=bool(self.args.id))
+                result = Result(out=await self.client.tree(id) if self.args.tree else str(value))
+        except Failed as failure:
+            result = Result(err=str(failure), failed=True)
+        self.waiting.remove(id)
+        return result
+
+
+async def given(expressions: list[str]) -> AsyncIterator[Line]:
+    for number, text in enumerate(expressions, start=1):
+        yield number, text
+
+
+async def piped(stream: IO[bytes]) -> AsyncIterator[Line]:
+    """The lines of ``stream``, read by a thread of its own one line ahead of their use."""
+    loop = asyncio.get_running_loop()
+    ahead: asyncio.Queue[Line | None] = asyncio.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            for line in lines(stream):
+                asyncio.run_coroutine_threadsafe(ahead.put(line), loop).result()
+            asyncio.run_coroutine_threadsafe(ahead.put(None), loop).result()
+        except Exception:  # the loop has closed: nobody wants the rest
+            return
+
+    # A daemon: a read blocked on a terminal or pipe must not hold up the exit.
+    threading.Thread(target=read, daemon=True).start()
+    while (line := await ahead.get()) is not None:
+        yield line
+
+
+def lines(stream: IO[bytes]) -> Iterator[Line]:
+    """Each line of ``stream``, numbered; its text is None if it is not UTF-8.
+
+    Any line ending will do (LF, CRLF, a lone CR), a byte-order mark may lead,
+    and the locale's encoding does not matter.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    for number, ended in enumerate(text, start=1):
+        line = ended.rstrip("\n")
+        undecodable = any("\udc80" <= char <= "\udcff" for char in line)
+        yield number, None if undecodable else line
