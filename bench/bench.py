@@ -4,18 +4,22 @@
     uv run python bench/bench.py --quick     # a reduced set: about a minute
     uv run --group bench python bench/bench.py --publish   # and update docs/
 
-Modes: embedded (the SDK's in-process server), distributed (the stand-in and
-exp/lhs, exp/rhs and one ops worker, on a free loopback port), and postgres
-(resonator-postgres and the same workers) when RESONATE_PG_SQL names
-resonate.sql. Every mode is driven by the same client code. It measures:
+Modes: embedded (the SDK's in-process server); standin (the stand-in, with
+exp/lhs, exp/rhs and one ops worker, each a process, on a free loopback port);
+resonate (the real server, ``resonate dev``, and the same workers) when
+``resonate`` is on PATH; and postgres (resonator-postgres and the same
+workers) when RESONATE_PG_SQL names resonate.sql. Each mode runs alone, and
+every mode is driven by the same client code. It measures:
 
 - latency of balanced expressions (depth 1 up) and a chain, per mode;
-- throughput of a small expression with 1, 4 and 16 in flight (distributed);
+- batch throughput: 200 expressions piped into ``resonator``, with --jobs 1
+  and --jobs 16, per mode;
+- throughput of a small expression with 1, 4 and 16 in flight (standin);
 - history: one-operator latency after 0 up to 20,000 earlier evaluations, with
   every promise kept, and the memory each stored promise takes; then the same
   with the default retention (--keep 1000), whose memory stays flat;
 - the protocol: requests per operator, and the stand-in's CPU per request;
-- batch: 200 and 2,000 expressions piped into `resonator --local`.
+- batch size: 200 and 2,000 expressions piped into ``resonator --local``.
 
 It prints Markdown and writes JSON under bench/results/ (not tracked);
 --publish also writes the figures into docs/benchmark.md and draws
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import random
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resonator.connections import Server
-from resonator.harness.processes import Topology
+from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
 from resonator.terminal.tree import Node, Reader
@@ -54,6 +59,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 OPS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
+SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
+JOBS = (1, 16)  # --jobs of the batch throughput
 
 
 def balanced(depth: int) -> Expr:
@@ -168,20 +175,16 @@ class Client:
 # ── The measurements ────────────────────────────────────────────────────────
 
 
-async def latency(
-    clients: dict[str, Client], workloads: dict[str, Expr], runs: int
-) -> list[dict[str, Any]]:
-    rows = []
+async def latency(client: Client, workloads: dict[str, Expr], runs: int) -> dict[str, Any]:
+    """``{workload: {MODE_p50_ms, MODE_p95_ms}}`` for this client's mode."""
+    rows = {}
     for name, expr in workloads.items():
-        operators, depth = size(expr)
-        row: dict[str, Any] = {"workload": name, "operators": operators, "depth": depth}
-        row["promises"] = await next(iter(clients.values())).promises(expr)
-        for mode, client in clients.items():
-            samples = await client.latencies(expr, runs)
-            row[f"{mode}_p50_ms"], row[f"{mode}_p95_ms"] = ms(samples, 50), ms(samples, 95)
-        rows.append(row)
-        said = ", ".join(f"{row[f'{mode}_p50_ms']:.1f} ms {mode}" for mode in clients)
-        print(f"  {name}: {said}", file=sys.stderr)
+        samples = await client.latencies(expr, runs)
+        rows[name] = {
+            f"{client.mode}_p50_ms": ms(samples, 50),
+            f"{client.mode}_p95_ms": ms(samples, 95),
+        }
+        print(f"  {client.mode}, {name}: {ms(samples, 50):.1f} ms", file=sys.stderr)
     return rows
 
 
@@ -226,56 +229,66 @@ async def protocol(client: Client, pid: int, runs: int) -> dict[str, float]:
     }
 
 
-def batch(sizes: list[int]) -> dict[str, float]:
-    """Seconds for ``resonator --local`` to evaluate that many piped expressions."""
-    rng, seconds = random.Random(1), {}
-    for n in sizes:
-        lines = "".join(f"{rng.randint(1, 99)} + {rng.randint(1, 99)} * 7\n" for _ in range(n))
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "resonator", "--local"],
-            input=lines,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert len(done.stdout.splitlines()) == n
-        seconds[str(n)] = time.perf_counter() - start
-    return seconds
+def piped(count: int, url: str | None, jobs: int | None = None) -> float:
+    """Seconds for ``resonator`` to evaluate ``count`` piped expressions (``--jobs``)."""
+    rng = random.Random(count)
+    lines = "".join(f"{rng.randint(1, 99)} + {rng.randint(1, 99)} * 7\n" for _ in range(count))
+    where = ["--url", url] if url else ["--local"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "resonator", *where, *(["--jobs", str(jobs)] if jobs else [])],
+        input=lines,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(done.stdout.splitlines()) == count
+    return time.perf_counter() - start
 
 
-async def measure(args: argparse.Namespace, topology: Topology) -> dict[str, Any]:
-    """Latency of each workload embedded and distributed, and the stand-in's other figures."""
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure but the history's, each mode on its own."""
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "runs_per_point": args.runs,
+        "piped": args.piped,
+        "modes": modes(),
     }
-    clients = {
-        "embedded": Client("embedded", Server(None)),
-        "distributed": Client("distributed", Server(topology.url)),
-    }
-    for client in clients.values():
-        await client.__aenter__()
-    try:
-        report["workloads"] = await latency(clients, workloads(args), args.runs)
-        remote, standin = clients["distributed"], topology["server"].popen.pid
-        report["throughput_per_s"] = {
-            str(n): await remote.rate(balanced(2), n, max(4 * n, args.runs)) for n in (1, 4, 16)
-        }
-        report["protocol"] = await protocol(remote, standin, args.runs)
-    finally:
-        for client in clients.values():
-            await client.__aexit__()
-    report["batch_seconds"] = batch(args.batch)
+    shapes = workloads(args)
+    rows: dict[str, dict[str, Any]] = {}
+    async with Client("embedded", Server(None)) as embedded:
+        for name, expr in shapes.items():
+            operators, depth = size(expr)
+            promises = await embedded.promises(expr)
+            rows[name] = {"workload": name, "operators": operators, "depth": depth}
+            rows[name]["promises"] = promises
+        for name, figures in (await latency(embedded, shapes, args.runs)).items():
+            rows[name] |= figures
+    report["batch_jobs"] = {"embedded": {str(n): piped(args.piped, None, n) for n in JOBS}}
+    for mode in report["modes"][1:]:
+        with Topology(SERVERS[mode]) as topology:
+            topology.standard()
+            async with Client(mode, Server(topology.url)) as client:
+                for name, figures in (await latency(client, shapes, args.runs)).items():
+                    rows[name] |= figures
+                if mode == "standin":
+                    report["throughput_per_s"] = {
+                        str(n): await client.rate(balanced(2), n, max(4 * n, args.runs))
+                        for n in (1, 4, 16)
+                    }
+                    server = topology["server"].popen.pid
+                    report["protocol"] = await protocol(client, server, args.runs)
+            report["batch_jobs"][mode] = {str(n): piped(args.piped, topology.url, n) for n in JOBS}
+    report["workloads"] = list(rows.values())
+    report["batch_seconds"] = {str(n): piped(n, None) for n in args.batch}
     return report
 
 
-async def on_postgres(args: argparse.Namespace, database: Topology) -> list[dict[str, Any]]:
-    """Latency of each workload on resonator-postgres (run alone, so nothing else competes)."""
-    async with Client("postgres", Server(database.url)) as client:
-        return await latency({"postgres": client}, workloads(args), args.runs)
+def modes() -> list[str]:
+    """The modes this machine can run: embedded, and each server that is there."""
+    return ["embedded", *(mode for mode, server in SERVERS.items() if not missing(server))]
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Expr]:
@@ -291,45 +304,56 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
         topology.standard()
-        remote = Client("distributed", Server(topology.url))
+        remote = Client("standin", Server(topology.url))
         async with remote:
             pid = topology["server"].popen.pid
             workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
-            runs["distributed"] = await history(remote, pid, args.history, args.runs, workers)
+            runs["standin"] = await history(remote, pid, args.history, args.runs, workers)
     return runs
 
 
 # ── Reporting ───────────────────────────────────────────────────────────────
 
 
+NAMES = {
+    "embedded": "embedded",
+    "standin": "stand-in",
+    "resonate": "resonate",
+    "postgres": "Postgres",
+}
+
+
 def markdown(report: dict[str, Any]) -> str:
-    modes = [
-        m
-        for m in ("embedded", "distributed", "postgres")
-        if f"{m}_p50_ms" in report["workloads"][0]
-    ]
+    modes = report["modes"]
     head = (
         "| workload | operators | promises | "
-        + " | ".join(f"{mode} p50 ms | {mode} p95 ms" for mode in modes)
-        + " | distributed / embedded |"
+        + " | ".join(f"{NAMES[mode]} p50 ms | {NAMES[mode]} p95 ms" for mode in modes)
+        + " | stand-in / embedded |"
     )
     lines = [head, "|" + "---|" * (4 + 2 * len(modes))]
     for r in report["workloads"]:
         cells = " | ".join(f"{r[f'{m}_p50_ms']:.1f} | {r[f'{m}_p95_ms']:.1f}" for m in modes)
-        ratio = r["distributed_p50_ms"] / r["embedded_p50_ms"]
+        ratio = r["standin_p50_ms"] / r["embedded_p50_ms"]
         lines.append(
             f"| {r['workload']} | {r['operators']} | {r['promises']} | {cells} | {ratio:.1f}x |"
         )
     flights = ", ".join(f"{n} in flight: {v:.0f}/s" for n, v in report["throughput_per_s"].items())
     protocol, batch_s = report["protocol"], report["batch_seconds"]
     first, *_, last = batch_s
+    jobs = [
+        f"{NAMES[mode]} {s['1']:.1f} s → {s['16']:.1f} s ({s['1'] / s['16']:.1f}x)"
+        for mode, s in report["batch_jobs"].items()
+    ]
     lines += [
         "",
-        f"Throughput (balanced depth 2, distributed): {flights}.",
+        f"Batch throughput, {report['piped']} piped expressions, --jobs 1 → --jobs 16: "
+        + "; ".join(jobs)
+        + ".",
+        f"Throughput (balanced depth 2, stand-in): {flights}.",
         f"Protocol: {protocol['requests_per_operator']:.1f} requests per one-operator "
         f"expression; the stand-in spends {protocol['stand_in_us_per_request']:.0f} µs of CPU "
         "on each.",
-        "Batch: "
+        "Batch size, embedded: "
         + ", ".join(f"{s:.1f} s for {n} piped expressions" for n, s in batch_s.items())
         + f" ({batch_s[last] / batch_s[first]:.1f}x).",
     ]
@@ -376,7 +400,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (shapes, history) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for mode, style in (("embedded", ":"), ("distributed", "-"), ("postgres", "--")):
+    styles = {"embedded": ":", "standin": "-", "resonate": "-.", "postgres": "--"}
+    for mode, style in styles.items():
         for shape, marker in (("balanced", "o"), ("chain", "s")):
             rows = [r for r in report["workloads"] if r["workload"].startswith(shape)]
             if rows and f"{mode}_p50_ms" in rows[0]:
@@ -385,7 +410,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
                     [r[f"{mode}_p50_ms"] for r in rows],
                     style,
                     marker=marker,
-                    label=f"{shape}, {mode}",
+                    label=f"{shape}, {NAMES[mode]}",
                 )
     shapes.set_xscale("log", base=2)
     shapes.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
@@ -397,7 +422,9 @@ def chart(report: dict[str, Any], path: Path) -> None:
     shapes.legend(fontsize="small")
     for mode, run in report["history"]["every promise kept"].items():
         points = run["points"]
-        history.plot([p["after"] for p in points], [p["p50_ms"] for p in points], "-o", label=mode)
+        history.plot(
+            [p["after"] for p in points], [p["p50_ms"] for p in points], "-o", label=NAMES[mode]
+        )
     history.set_xlabel("earlier evaluations")
     history.set_ylabel("p50 latency of one operator (ms)")
     history.set_ylim(bottom=0)
@@ -445,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         help="earlier evaluations at each history point (0,1000,5000,20000; --quick 0,300,1000)",
     )
     cli.add_argument(
+        "--piped",
+        type=positive,
+        default=200,
+        help="expressions piped into resonator for the batch throughput, per mode (200)",
+    )
+    cli.add_argument(
         "--batch",
         type=sizes,
         default=[200, 2000],
@@ -466,13 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in zip(("depths", "chain", "runs", "history"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    with Topology() as topology:
-        report = asyncio.run(measure(args, topology.standard()))
-    if os.environ.get("RESONATE_PG_SQL"):
-        with Topology("postgres") as database:
-            rows = asyncio.run(on_postgres(args, database.standard()))
-        for row, on_pg in zip(report["workloads"], rows, strict=True):
-            row |= {key: value for key, value in on_pg.items() if key.startswith("postgres")}
+    # The clients' own lines ("connected to ...") would only interleave with the figures.
+    logging.getLogger("resonator").setLevel(logging.ERROR)
+    report = asyncio.run(measure(args))
     report["history"] = {
         "every promise kept": asyncio.run(remember(args, None)),
         f"keeping the last {KEEP} computations": asyncio.run(remember(args, KEEP)),

@@ -16,13 +16,19 @@ if TYPE_CHECKING:
 def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     tiny = ["--quick", "--depths", "1", "--chain", "2", "--runs", "3"]
-    assert bench.main([*tiny, "--history", "0,12", "--batch", "3,6", "--out", str(out)]) == 0
+    more = ["--history", "0,12", "--batch", "3,6", "--piped", "4"]
+    assert bench.main([*tiny, *more, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["modes"] == bench.modes()
+    assert {"embedded", "standin"} <= set(report["modes"])
     assert [row["workload"] for row in report["workloads"]] == ["balanced depth 1", "chain of 2"]
     for row in report["workloads"]:
         assert row["promises"] == 3 * row["operators"] + 1
-        assert row["distributed_p50_ms"] > 0
-        assert row["embedded_p50_ms"] > 0
+        for mode in report["modes"]:
+            assert 0 < row[f"{mode}_p50_ms"] <= row[f"{mode}_p95_ms"]
+    assert set(report["batch_jobs"]) == set(report["modes"])
+    for seconds in report["batch_jobs"].values():
+        assert set(seconds) == {"1", "16"}
     assert set(report["throughput_per_s"]) == {"1", "4", "16"}
     assert report["protocol"]["requests_per_operator"] > 4
     assert set(report["batch_seconds"]) == {"3", "6"}
@@ -32,6 +38,8 @@ def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
             assert run["points"][1]["promises"] > run["points"][0]["promises"]
     table = bench.markdown(report)
     assert table.splitlines()[2].startswith("| balanced depth 1 | 1 | 4 |")
+    columns = table.splitlines()[0].count(" p50 ms |")
+    assert columns == len(report["modes"])
     assert "History, every promise kept:" in table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -237,3 +238,50 @@ def test_watch_follows_an_existing_computation_by_id() -> None:
     done = resonator("--local", "--watch", "--id", "nothing-here")
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.splitlines()[-1] == "error: there is no promise nothing-here"
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [("foo://bar", "--url"), ("localhost:8001", "--url"), ("127.0.0.1", "RESONATE_URL")],
+)
+def test_a_url_of_no_known_scheme_is_a_usage_error_at_once(url: str, named: str) -> None:
+    args, env = (["--url", url], {}) if named == "--url" else ([], {"RESONATE_URL": url})
+    done = resonator(*args, "1 + 2", **env)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"resonator: error: {named} must start with http://, https://, postgresql://, "
+        f"postgres://, not {url!r}"
+    )
+
+
+def test_a_worker_shows_a_long_expression_as_a_window() -> None:
+    text = " + ".join(str(n) for n in range(1, 180))
+    done = resonator("--local", "-v", text)
+    assert done.stdout == f"{sum(range(1, 180))}\n"
+    root = next(line for line in done.stderr.splitlines() if line.startswith("embedded: = 1 + 2"))
+    assert root == (
+        f"embedded: {('= ' + text)[:30]}…{text[-30:]} ({len(text) + 2} characters)  "
+        f"[{root.rsplit('[', 1)[1]}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("resonator.servers.postgres", r"\n  --port PORT +the port Postgres listens on"),
+        (
+            "resonator.terminal.demo",
+            r"\n  2  the ops worker running \+ 1 2 dies in the middle of it",
+        ),
+    ],
+)
+def test_help_says_what_each_argument_is(command: str, said: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert re.search(said, done.stdout), done.stdout

@@ -200,3 +200,19 @@ def test_a_schema_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
         f"resonator-postgres: cannot read the schema {tmp_path / 'missing.sql'}: "
         "No such file or directory\n"
     )
+
+
+def test_a_database_that_does_not_exist_is_named(quick: Topology) -> None:
+    url = quick.url.rsplit("/", 1)[0] + "/nosuchdb"
+    done = subprocess.run(
+        [sys.executable, "-m", "resonator", "--url", url, "1 + 2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f'resonator: cannot reach the Resonate server at {url} (database "nosuchdb" does not '
+        "exist)\n"
+    )

@@ -212,7 +212,7 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
         resonate = Server(refusing.url).client("test", "test")
         resonate.start()
         try:
-            await resonate.options(target="poll://uni@exp/lhs").run("spin", "=", ("+", 1, 2)).id()
+            await resonate.options(target="poll://uni@exp/lhs").rpc("spin", "=", ("+", 1, 2)).id()
         finally:
             await resonate.stop()
 

@@ -54,6 +54,8 @@ class KeepListening(SSEConnection):
                     await self._read_stream(response)
                 self.link.paused()
             except Exception as error:  # any reason at all: say so, and listen again
+                if not self._running:
+                    return  # stopped: the stream was closed on purpose
                 self.link.lost(error)
             # A server that ends every stream at once is not asked again at once.
             await asyncio.sleep(self._backoff.delay(attempt))
