@@ -181,7 +181,7 @@ def _tokenize(text: str) -> list[tuple[str, int]]:
 
 def _hint(char: str, before: list[tuple[str, int]]) -> str:
     """What would have been right where ``char`` stands."""
-    if char.isdigit():  # a digit of another script, such as '１' or '٣'
+    if char.isdigit():  # a digit of another script: fullwidth, Arabic-Indic...
         return "only the digits 0-9 count"
     if before and (before[-1][0].isdigit() or before[-1][0] == ")"):
         return "use +, - or *"
