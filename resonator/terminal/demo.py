@@ -77,9 +77,7 @@ class Demo:
         self.hearing = threading.Condition()
         self.printing = threading.Lock()
         # Two-second leases, and operators that take a second.
-        self.topology = Topology(
-            server, echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1"
-        )
+        self.topology = Topology(server, echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
         self.loop = asyncio.Runner()
         self.loop.get_loop()  # made now: a Ctrl-C later must not find it half made
         self.reader: Reader | None = None
