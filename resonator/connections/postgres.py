@@ -35,15 +35,18 @@ class KeepSweeping(PostgresConnection):
     ``_fire_timers`` below once the connector keeps its timers going.
     """
 
-    SWEEP_SECONDS = 0.25
+    SWEEP_SECONDS = 1.0
 
     def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
-        super().__init__(url, pid=pid, group=group)
+        # The pump drains when NOTIFY says there is something to take, and at
+        # least once a second (the connector's default is four times), which
+        # is also how soon an outage of the database is noticed.
+        super().__init__(url, pid=pid, group=group, tick=1.0)
         self.link = link
         self.next_sweep = 0.0
 
     async def _drain(self) -> None:
-        # The pump drains four times a second: a heartbeat of the database. A
+        # The pump drains at least once a second: a heartbeat of the database. A
         # drain may also hang, waiting for the pool to reconnect, so one that
         # takes over two seconds counts as an outage too.
         hanging = asyncio.get_running_loop().call_later(

@@ -24,11 +24,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prompt_toolkit import PromptSession
-from prompt_toolkit.history import FileHistory, History, InMemoryHistory
-from prompt_toolkit.patch_stdout import patch_stdout
-from prompt_toolkit.utils import is_dumb_terminal
-
 from resonator.parser import ParseError, parse
 from resonator.terminal.batch import Batch, given, piped
 from resonator.terminal.client import Client, Failed, Unreachable, new_id, shown
@@ -37,6 +32,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Awaitable
 
+    from prompt_toolkit.history import History
     from resonate.resonate import Resonate
 
     from resonator.connections import Server
@@ -172,7 +168,8 @@ async def prompt(client: Client, keys: CtrlC) -> int:
     """The ❯ prompt, until Ctrl-D or :q; or until the server turns out unable to serve us."""
     print("Resonator: every step of every calculation is a durable promise.")
     print(HELP + "\n", flush=True)
-    lines = Drawn() if sys.stdout.isatty() and not is_dumb_terminal() else Plain()
+    drawn = sys.stdout.isatty() and os.environ.get("TERM", "dumb") not in ("dumb", "unknown")
+    lines = Drawn() if drawn else Plain()
     session = asyncio.ensure_future(converse(client, keys, lines))
     assert client.checked is not None
     either: list[asyncio.Future[Any]] = [session, client.checked]
@@ -257,11 +254,16 @@ class Drawn:
     """Lines from prompt_toolkit, for a terminal that can be drawn on."""
 
     def __init__(self) -> None:
+        # Imported here: piped input, arguments and dumb terminals need none of it.
+        from prompt_toolkit import PromptSession
+
         self.session: PromptSession[str] = PromptSession(
             history=history(), bottom_toolbar=self.toolbar
         )
 
     async def read(self) -> str:
+        from prompt_toolkit.patch_stdout import patch_stdout
+
         # Whatever is printed while the prompt is drawn goes above it.
         with patch_stdout(raw=True):
             try:
@@ -283,6 +285,8 @@ class Drawn:
 
 def history() -> History:
     """The prompt's history, kept under the user's state directory if it can be."""
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     try:
         (state / "resonator").mkdir(parents=True, exist_ok=True)
