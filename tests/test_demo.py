@@ -14,8 +14,10 @@ from resonator.harness.processes import TRACE, WAIT
 DEMO = [sys.executable, "-m", "resonator.terminal.demo"]
 
 
-def test_every_scenario_heals_and_the_counts_it_reports_are_the_workers_own() -> None:
-    done = subprocess.run(DEMO, capture_output=True, text=True, timeout=3 * WAIT, check=False)
+def test_every_scenario_heals_and_the_counts_it_reports_are_the_workers_own(server: str) -> None:
+    done = subprocess.run(
+        [*DEMO, "--server", server], capture_output=True, text=True, timeout=3 * WAIT, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "\x1b" not in done.stdout
     lines = done.stdout.splitlines()

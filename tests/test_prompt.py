@@ -298,6 +298,27 @@ def test_what_the_client_says_appears_above_a_prompt_drawn_again(state: dict[str
             assert terminal.exit_status() == 0
 
 
+def test_watch_follows_a_computation_on_either_server(server: str, state: dict[str, str]) -> None:
+    with Topology(server, RESONATOR_OP_DELAY="1") as topology:
+        topology.standard()
+        topology.prompt("--id", "w", "(1 + 2) * (3 - 4)")  # another prompt's computation
+        with Terminal("--url", topology.url, term=DRAWN, **state) as terminal:
+            terminal.ready()
+            terminal.type(":watch w\r")
+            # Redrawn in place until the root settles; then the prompt is back.
+            terminal.wait_until(
+                "the settled tree",
+                lambda: any(
+                    re.search(r"= \(1 \+ 2\) \* \(3 - 4\) +root += -3$", line)
+                    for line in terminal.lines()
+                ),
+            )
+            terminal.ready()
+            terminal.type("\x04")
+            assert terminal.exit_status() == 0
+    assert "Traceback" not in terminal.transcript
+
+
 def test_a_syntax_error_shows_in_the_toolbar_before_enter(state: dict[str, str]) -> None:
     with Terminal(term=DRAWN, **state) as terminal:
         terminal.ready()
