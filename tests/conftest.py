@@ -122,15 +122,17 @@ LONG_LIVED = pytest.StashKey[Topology]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the long-lived processes now, and run their test last.
-
-    So the minutes they must be up pass while the rest of the suite runs.
-    """
+    """Run the long-lived test last: the minutes it needs pass while the rest runs."""
     late = [item for item in items if item.get_closest_marker("long_lived")]
-    if late:
-        items[:] = [item for item in items if item not in late] + late
+    items[:] = [item for item in items if item not in late] + late
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the long-lived processes once the tests are chosen, if it is among them."""
+    chosen = any(item.get_closest_marker("long_lived") for item in session.items)
+    if chosen and not session.config.option.collectonly:
         topology = Topology(server_args=("-v",))
-        config.stash[LONG_LIVED] = topology
+        session.config.stash[LONG_LIVED] = topology
         topology.standard()
         topology.prompt(name="prompt", stdin=True)
 
@@ -142,5 +144,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def long_lived(pytestconfig: pytest.Config) -> Topology:
-    """The article's processes, started when the session began."""
+    """The article's processes, started when the tests had been chosen."""
     return pytestconfig.stash[LONG_LIVED]

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 import aiohttp
 import aiohttp.client
+import pytest
 from resonate.connections import SSEConnection
 from resonate.connections import local as model
 
 from resonator.connections.link import Link
 from resonator.connections.sse import KeepListening
 from tests.test_devserver import create, devserver
-
-if TYPE_CHECKING:
-    import pytest
 
 SECOND = aiohttp.ClientTimeout(total=1, sock_connect=1)
 
@@ -31,10 +28,11 @@ def task_ids(messages: list[str]) -> list[str]:
     return [m.split('"id":"')[1].split('"')[0] for m in messages]
 
 
-def test_the_sdks_listener_ends_for_good_when_its_session_times_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The defect KeepListening works around; when this fails, the SDK is fixed."""
+@pytest.mark.xfail(
+    strict=True, reason="resonate-sdk 0.8.1: its SSE listener ends for good on a session timeout"
+)
+def test_the_sdks_listener_outlives_its_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defect KeepListening works around: when this passes, the SDK is fixed."""
     monkeypatch.setattr(aiohttp.client, "DEFAULT_TIMEOUT", SECOND)
 
     async def scenario() -> BaseException | None:
@@ -54,7 +52,7 @@ def test_the_sdks_listener_ends_for_good_when_its_session_times_out(
                 await source._session.close()
             return ended
 
-    assert isinstance(asyncio.run(scenario()), TimeoutError)
+    assert asyncio.run(scenario()) is None, "the listener ended"
 
 
 def test_our_listener_outlives_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

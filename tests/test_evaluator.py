@@ -103,8 +103,12 @@ async def noop(ctx: object, x: int) -> int:
     return x
 
 
-def test_the_sdks_periodic_check_takes_a_promise_being_created_for_one_that_is_gone() -> None:
-    """Why connect() turns that check off; when this fails, the SDK is fixed."""
+@pytest.mark.xfail(
+    strict=True,
+    reason="resonate-sdk 0.8.1: its periodic check takes a promise being created for a lost one",
+)
+def test_the_sdks_periodic_check_leaves_a_promise_being_created_alone() -> None:
+    """Why Server.client turns that check off: when this passes, the SDK is fixed."""
 
     async def failures(refresh: float) -> int:
         resonate = Resonate(
@@ -121,5 +125,5 @@ def test_the_sdks_periodic_check_takes_a_promise_being_created_for_one_that_is_g
         await resonate.stop()
         return failed
 
-    assert asyncio.run(failures(0.001)) > 0
-    assert asyncio.run(failures(0)) == 0
+    assert asyncio.run(failures(0)) == 0  # without the check, as Resonator runs
+    assert asyncio.run(failures(0.001)) == 0
