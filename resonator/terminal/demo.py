@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -37,7 +38,7 @@ from resonator.terminal.tree import Node, Reader, rows, table
 from resonator.terminal.watch import follow, settled, show
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from rich.console import RenderableType
 
@@ -75,7 +76,6 @@ class Demo:
         self.live = console.is_terminal and not console.is_dumb_terminal
         self.heard: list[tuple[str, str]] = []  # (process, line), every line printed
         self.hearing = threading.Condition()
-        self.printing = threading.Lock()
         # Two-second leases, and operators that take a second.
         self.topology = Topology(server, echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
         self.loop = asyncio.Runner()
@@ -113,9 +113,8 @@ class Demo:
             self.print(f"> {text}")
 
     def print(self, text: str) -> None:
-        """One piece of plain output: whole, though lines come from many threads."""
-        with self.printing:
-            print(text, flush=True)
+        """One piece of plain output, whole, though lines come from many threads."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def echo(self, process: Child, line: str) -> None:
         """Every line a process prints is heard; a worker's trace lines are shown."""
@@ -143,10 +142,10 @@ class Demo:
 
     # ── Watching ──
 
-    def watch(self, id: str, until: Callable[[Node], bool]) -> Node:
+    def watch(self, id: str, until: Callable[[Node], bool] = settled) -> Node:
         """Show the tree of ``id`` each time it changes, until ``until`` holds for it."""
         assert self.reader is not None
-        last = self.loop.run(show(follow(self.reader, id, until), self.console, self.print))
+        last = self.loop.run(show(before(follow(self.reader, id), until), self.console))
         assert last is not None
         return last
 
@@ -211,6 +210,17 @@ def topology() -> Text:
     picture.highlight_words(["❯ prompt", "Resonate server", "exp/lhs", "exp/rhs", "ops"], "bold")
     picture.highlight_regex(r"poll://\S+", "magenta")
     return picture
+
+
+async def before(
+    states: AsyncGenerator[Node], until: Callable[[Node], bool]
+) -> AsyncIterator[Node]:
+    """The states up to the first for which ``until`` holds."""
+    async with contextlib.aclosing(states):
+        async for state in states:
+            yield state
+            if until(state):
+                return
 
 
 def lhs_is_missed(root: Node) -> bool:

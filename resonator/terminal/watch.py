@@ -19,7 +19,7 @@ from rich.live import Live
 from resonator.terminal.tree import draw, table
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from rich.console import Console
 
@@ -32,10 +32,8 @@ def settled(root: Node) -> bool:
     return root.state != "pending"
 
 
-async def follow(
-    reader: Reader, id: str, until: Callable[[Node], bool] = settled
-) -> AsyncIterator[Node]:
-    """Each new state of the tree of ``id``, until ``until`` holds (by default: it settled)."""
+async def follow(reader: Reader, id: str) -> AsyncGenerator[Node]:
+    """Each new state of the tree of ``id``, until its root settles."""
     shown = None
     while True:
         root = await reader.tree(id)
@@ -44,19 +42,13 @@ async def follow(
         if (text := draw(root)) != shown:
             shown = text
             yield root
-        if until(root):
+        if settled(root):
             return
         await asyncio.sleep(EVERY)
 
 
-def flushed(text: str) -> None:
-    print(text, flush=True)
-
-
-async def show(
-    states: AsyncIterator[Node], console: Console, write: Callable[[str], None] = flushed
-) -> Node | None:
-    """Show each state as it comes (plain ones through ``write``); the last one."""
+async def show(states: AsyncIterator[Node], console: Console) -> Node | None:
+    """Show each state as it comes; the last one."""
     last = None
     if console.is_terminal and not console.is_dumb_terminal:
         with Live(console=console, auto_refresh=False) as live:
@@ -64,5 +56,5 @@ async def show(
                 live.update(table(last), refresh=True)
     else:
         async for last in states:
-            write(draw(last) + "\n")
+            console.print(draw(last) + "\n", markup=False, highlight=False, soft_wrap=True)
     return last
