@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
+def test_a_tiny_run_reports_every_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results.json"
     tiny = ["--quick", "--depths", "1", "--chain", "2", "--runs", "3"]
     more = ["--history", "0,12", "--batch", "3,6", "--piped", "4"]
@@ -36,6 +38,10 @@ def test_a_tiny_run_reports_every_figure(tmp_path: Path) -> None:
         for run in runs.values():
             assert [point["after"] for point in run["points"]] == [0, 12]
             assert run["points"][1]["promises"] > run["points"][0]["promises"]
+    # Progress on stderr, the table on stdout, and nothing of the clients' own between.
+    printed = capsys.readouterr()
+    assert "connected to" not in printed.err + printed.out
+    assert printed.out.startswith("| workload |")
     table = bench.markdown(report)
     assert table.splitlines()[2].startswith("| balanced depth 1 | 1 | 4 |")
     columns = table.splitlines()[0].count(" p50 ms |")
