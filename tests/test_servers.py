@@ -65,26 +65,13 @@ def test_a_worker_holding_tasks_of_two_computations_keeps_every_lease(server: st
 def test_the_stand_in_refuses_a_heartbeat_across_origins_as_the_real_server_does(
     server: str,
 ) -> None:
+    def heartbeat(url: str, *ids: str) -> dict[str, Any]:
+        return post(url, "task.heartbeat", pid="p", tasks=[{"id": id, "version": 1} for id in ids])
+
     with Topology(server) as topology:
         topology.server()
-        across = post(
-            topology.url,
-            "task.heartbeat",
-            pid="p",
-            tasks=[
-                {"id": "a:1", "version": 1},
-                {"id": "b:1", "version": 1},
-            ],
-        )
-        within = post(
-            topology.url,
-            "task.heartbeat",
-            pid="p",
-            tasks=[
-                {"id": "a:1", "version": 1},
-                {"id": "a:2.3", "version": 1},
-            ],
-        )
+        across = heartbeat(topology.url, "a:1", "b:1")
+        within = heartbeat(topology.url, "a:1", "a:2.3")
     assert across["head"]["status"] == 400
     assert "All tasks must belong to the same origin" in json.dumps(across["data"])
     assert within["head"]["status"] == 200
