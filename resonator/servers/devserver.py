@@ -12,6 +12,11 @@ talk to it unchanged, and keeps it standing under hostile input:
   as Server-Sent Events;
 - ``GET /health`` answers 200, with the promises held and requests answered.
 
+With a token (``--token``, or ``RESONATE_TOKEN`` as the SDK reads it), every
+request and stream must carry ``Authorization: Bearer <token>``; anything else
+is answered 401 and changes nothing, and ``/health`` says only that it is up.
+Without a token it listens on loopback only.
+
 Like ``resonate dev``, it keeps everything in memory: a restart forgets every
 promise. Run it with ``resonator-devserver`` (``--help`` for the flags).
 """
@@ -22,9 +27,13 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import hmac
+import ipaddress
 import logging
+import os
 import resource
 import signal
+import socket
 import sys
 import time
 from collections import defaultdict
@@ -45,7 +54,7 @@ from resonator.servers import KEEP, OneLine, positive
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger("resonator.servers.devserver")
 
@@ -79,8 +88,10 @@ class DevServer:
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         keep: int | None = None,
+        token: str | None = None,
     ) -> None:
         self.request_timeout = request_timeout
+        self.token = token  # None: anyone may ask
         self.max_connections = max_connections
         self.said: dict[str, float] = {}  # line -> when it may be said again
         self.requests = 0  # answered on POST /, for /health
@@ -89,7 +100,7 @@ class DevServer:
         self.turns: dict[str, int] = defaultdict(int)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self.authorize])
         app.add_routes(
             [
                 web.post("/", self.request),
@@ -100,6 +111,32 @@ class DevServer:
         app.cleanup_ctx.append(self.ticking)
         app.on_shutdown.append(self.close_streams)
         return app
+
+    @web.middleware
+    async def authorize(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """A request with the token (or any, if there is none) goes on; any other gets a 401."""
+        if self.token is None or request.path == "/health" or self.bears_token(request):
+            return await handler(request)
+        why = "a wrong token" if "Authorization" in request.headers else "no token"
+        # Said once a minute per address, however often it asks.
+        self.say_now_and_then(f"refused requests from {request.remote}: {why} (401)")
+        refused = web.json_response(
+            {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+        refused.force_close()  # and read nothing more of what it sends
+        return refused
+
+    def bears_token(self, request: web.Request) -> bool:
+        assert self.token is not None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # In constant time: how long a wrong guess took says nothing about the token.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.encode(), self.token.encode()
+        )
 
     async def request(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -181,7 +218,9 @@ class DevServer:
         return response
 
     async def health(self, request: web.Request) -> web.Response:
-        """200, with what the server holds and how many requests it has answered."""
+        """200; and, to a caller with the token, what the server holds and has answered."""
+        if self.token is not None and not self.bears_token(request):
+            return web.json_response({"status": "ok"})
         held = {"promises": len(self.state.promises), "tasks": len(self.state.tasks)}
         return web.json_response({"status": "ok", "requests": self.requests, **held})
 
@@ -293,13 +332,30 @@ def open_files_allowed() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def loopback(host: str) -> bool:
+    """True if every address ``host`` names is a loopback one (so no other machine can ask)."""
+    try:
+        addresses = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return all(ipaddress.ip_address(address[4][0]).is_loopback for address in addresses)
+
+
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(
         prog="resonator-devserver",
         description="An in-memory Resonate server: the SDK's server model over HTTP.",
     )
     cli.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any but loopback needs a token (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--token",
+        default=os.environ.get("RESONATE_TOKEN") or None,
+        help="the bearer token every request and stream must carry (default: RESONATE_TOKEN, "
+        "which keeps it out of the process list; unset: none)",
     )
     cli.add_argument(
         "--port", type=int, default=8001, help="0 picks a free one (default: %(default)s)"
@@ -341,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
         help="log streams opened and closed, and dropped messages",
     )
     args = cli.parse_args(argv)
+    if not args.token and not loopback(args.host):
+        print(
+            f"resonator-devserver: will not listen on {args.host} without a token: anyone who "
+            "can reach it could run and settle anything (set RESONATE_TOKEN, or --token)",
+            file=sys.stderr,
+        )
+        return 2
     handler = logging.StreamHandler()
     handler.setFormatter(OneLine())
     logging.basicConfig(
@@ -356,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     # Room for every connection allowed, and for the files and pipes of the process.
     connections = min(args.max_connections, open_files_allowed() - 64)
     try:
-        server = DevServer(args.request_timeout, connections, args.keep)
+        server = DevServer(args.request_timeout, connections, args.keep, args.token or None)
         asyncio.run(serve(args.host, args.port, server))
     except OSError as error:
         print(
