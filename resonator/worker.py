@@ -46,7 +46,11 @@ async def serve(resonate: Resonate, server: Server, me: str) -> int:
 async def take_work(resonate: Resonate, server: Server, me: str) -> int:
     """Say when the server first answers, then serve until cancelled."""
     assert server.link is not None
-    await server.link.up.wait()
+    if denial := await server.link.answered():
+        # Said once; the stream is asked again now and then, quietly, in case
+        # the server is given this token.
+        log.error("resonator: %s; retrying", denial)
+        await server.link.up.wait()
     # A server that refuses the SDK's ids would send this worker its tasks
     # again and again: it stops instead, at once (docs/servers.md).
     if why := await ids.refusal(resonate, server.link.url):

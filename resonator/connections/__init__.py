@@ -12,12 +12,16 @@ The URL picks the connection:
 
 ``Link`` (``link.py``) follows the channel on which work and results reach
 this process, and says when it breaks and when it is back.
+
+A server that asks for a token gets ``RESONATE_TOKEN`` (the variable the SDK
+reads) on every request and stream of every process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -45,6 +49,7 @@ class Server:
 
     def __init__(self, url: str | None, keep: int | None = None) -> None:
         self.url = url  # None: the SDK's in-process server, in this process
+        self.token = os.environ.get("RESONATE_TOKEN") or None
         # Told whether the server can reach us (None in-process: it always can).
         self.link = Link(url) if url else None
         self.keep = keep  # in-process: settled computations kept (None: all)
@@ -64,6 +69,7 @@ class Server:
             group=group,
             pid=pid,
             ttl=lease,
+            token=self.token,  # in the head of every request it sends
             heartbeat=self.heartbeat(network, pid, lease),
             # The SDK's periodic check of awaited promises is off: it takes a
             # promise that is still being created for one that is gone (see
@@ -77,7 +83,9 @@ class Server:
         if self.url is None:
             return None  # in-process, no lease lapses
         every = int(lease.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
-        return HeartbeatPerOrigin(pid, max(every, 1), Sender(Transport(network), None))
+        # The token goes in each request's head too: the real server reads it there.
+        sender = Sender(Transport(network), self.token)
+        return HeartbeatPerOrigin(pid, max(every, 1), sender)
 
     def connections(self, group: str, pid: str) -> tuple[Network, list[Source]]:
         """The SDK connections (network, sources) for this process."""
@@ -96,8 +104,8 @@ class Server:
             network, sources = database, [database]
         else:
             assert self.link is not None
-            network = HttpConnection(self.url, backoff=BACKOFF)
-            sources = [KeepListening(self.url, group, pid, self.link)]
+            network = HttpConnection(self.url, auth=self.token, backoff=BACKOFF)
+            sources = [KeepListening(self.url, group, pid, self.link, self.token)]
         self.network = network
         return network, sources
 

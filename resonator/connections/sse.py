@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from resonate.connections import SSEConnection
 
-from resonator.connections.link import BACKOFF
+from resonator.connections.link import BACKOFF, Unauthorized
 
 if TYPE_CHECKING:
     from resonator.connections.link import Link
@@ -27,8 +27,10 @@ class KeepListening(SSEConnection):
     (and use ``SSEConnection``) once the SDK's loop survives both.
     """
 
-    def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
-        super().__init__(url, pid=pid, group=group, backoff=BACKOFF)
+    def __init__(
+        self, url: str, group: str, pid: str, link: Link, token: str | None = None
+    ) -> None:
+        super().__init__(url, pid=pid, group=group, auth=token, backoff=BACKOFF)
         self.link = link
 
     def _ensure_session(self) -> aiohttp.ClientSession:
@@ -48,6 +50,8 @@ class KeepListening(SSEConnection):
         while self._running:
             try:
                 async with self._ensure_session().get(url, headers=headers) as response:
+                    if response.status == 401:
+                        raise self.unauthorized()
                     response.raise_for_status()
                     attempt = 0
                     self.link.connected()
@@ -60,3 +64,8 @@ class KeepListening(SSEConnection):
             # A server that ends every stream at once is not asked again at once.
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
+
+    def unauthorized(self) -> Unauthorized:
+        if self._auth is None:
+            return Unauthorized("this process, which has no token (set RESONATE_TOKEN)")
+        return Unauthorized("this process's token (RESONATE_TOKEN)")

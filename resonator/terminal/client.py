@@ -39,7 +39,7 @@ class Failed(Exception):
 
 
 class Unreachable(Exception):
-    """The server did not answer in time; the message is why, as far as it is known."""
+    """The server did not answer in time, or turned us away; the message is why, as far as known."""
 
 
 class Client:
@@ -57,10 +57,11 @@ class Client:
         self.checked = asyncio.ensure_future(self.check())
 
     async def check(self) -> str | None:
-        """Why the server cannot serve this SDK (once it first answers); None if it can."""
+        """Why the server cannot serve us (our credentials, its ids), once it answers; or None."""
         if self.link is None:
             return None
-        await self.link.up.wait()
+        if denial := await self.link.answered():
+            return denial
         return await ids.refusal(self.resonate, self.link.url)
 
     async def close(self) -> None:
@@ -70,11 +71,13 @@ class Client:
         """Wait until the server can push to us (results arrive that way)."""
         if self.link and not self.link.up.is_set():
             try:
-                await asyncio.wait_for(self.link.up.wait(), timeout)
+                denial = await asyncio.wait_for(self.link.answered(), timeout)
             except TimeoutError:
                 why = f" ({self.link.why})" if self.link.why else ""
                 message = f"cannot reach the Resonate server at {self.link.url}{why}"
                 raise Unreachable(message) from None
+            if denial:
+                raise Unreachable(denial)
 
     async def compute(self, text: str, id: str, named: bool = False) -> int:
         """The value of ``text``, computed durably as invocation ``id``; or ``Failed``.
@@ -149,7 +152,7 @@ class Client:
             raise Failed(f"error: {error}") from None
 
     def reader(self) -> Reader:
-        return Reader(self.resonate.promises, self.server.network)
+        return Reader(self.resonate.promises, self.server.network, self.server.token)
 
     async def tree(self, id: str) -> str:
         """The promise tree of invocation ``id`` as the server has it now."""

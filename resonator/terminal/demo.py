@@ -93,7 +93,7 @@ class Demo:
         # Never started: it only reads promises and tasks.
         self.server = Server(self.topology.url)
         client = self.server.client("demo", "demo")
-        self.reader = Reader(client.promises, self.server.network)
+        self.reader = Reader(client.promises, self.server.network, self.server.token)
 
     def stop(self) -> None:
         """Every process it started, and its own client: stopped, however the demo ended."""

@@ -62,9 +62,12 @@ class Reader:
     following a computation costs reads of its unsettled part only.
     """
 
-    def __init__(self, promises: Promises, network: Network | None) -> None:
+    def __init__(
+        self, promises: Promises, network: Network | None, token: str | None = None
+    ) -> None:
         self.promises = promises
         self.network = network
+        self.token = token  # for the head of the requests sent here, where the real server reads it
         self.settled: dict[str, Node] = {}
 
     async def tree(self, id: str) -> Node | None:
@@ -100,6 +103,8 @@ class Reader:
         if self.network is None:
             return ""
         head = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
+        if self.token:
+            head["auth"] = self.token
         request = {"kind": "task.get", "head": head, "data": {"id": id}}
         try:
             answer = json.loads(await self.network.send(json.dumps(request)))
