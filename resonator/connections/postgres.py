@@ -67,8 +67,11 @@ class KeepSweeping(PostgresConnection):
         try:
             await super()._listen_once()
         except psycopg.OperationalError as error:
-            fatal = str(error).partition("FATAL:")[2].strip()
-            self.link.lost(Refused(fatal) if fatal else ConnectionError(error))
+            # The server's refusal, or libpq's when the server asks for a
+            # password that the URL does not have.
+            said = str(error)
+            why = (said.partition("FATAL:")[2] or said.partition("fe_sendauth:")[2]).strip()
+            self.link.lost(Refused(why) if why else ConnectionError(error))
             raise
 
     async def _fire_timers(self) -> None:

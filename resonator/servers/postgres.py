@@ -11,6 +11,14 @@ on loopback, creates the database, applies the schema once, prints the URL to
 give the workers and the prompt, and keeps the table of promises small by
 forgetting the oldest settled computations. Ctrl-C or SIGTERM stops it and
 the database with it.
+
+With ``--host ADDR`` it listens on that address instead, for other machines,
+and asks every connection over the network for the password of role
+``postgres`` (scram-sha-256): ``RESONATOR_PG_PASSWORD``, or one made up once
+and kept beside the data directory, readable by its owner alone. The URL it
+prints then carries the password. Its own connections, and anyone's on the
+database's machine who may enter the data directory, come through the Unix
+socket there, without one.
 """
 
 from __future__ import annotations
@@ -23,15 +31,19 @@ import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from resonator.servers import KEEP, OneLine, positive
 
@@ -47,6 +59,14 @@ DATABASE = "resonate"
 DEFAULT_PORT = 5433  # next to a system Postgres's 5432
 DEFAULT_DATA = Path(".resonator") / "postgres"
 GC_SECONDS = 5.0
+PASSWORD_VARIABLE = "RESONATOR_PG_PASSWORD"
+# Who may connect, and how: rewritten at every start, since one data directory
+# may serve loopback one day and other machines the next. The Unix socket is
+# in the data directory, which only Postgres's user (and root) may enter.
+HBA = {
+    "loopback": "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+    "network": "local all all trust\nhost all all all scram-sha-256\n",
+}
 
 
 class Trouble(Exception):
@@ -131,10 +151,32 @@ def die_with_parent() -> None:
         prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG; SIGQUIT is Postgres's immediate stop
 
 
-def start(data: Path, port: int, user: pwd.struct_passwd | None) -> subprocess.Popen[str]:
-    """The postmaster, on loopback only, once it accepts connections."""
+def allow(data: Path, host: str | None, user: pwd.struct_passwd | None) -> None:
+    """Who may connect: anyone on loopback (no ``host``), or with the password over the network."""
+    hba = data / "pg_hba.conf"
+    hba.write_text(HBA["network" if host else "loopback"])
+    if user is not None:
+        os.chown(hba, user.pw_uid, user.pw_gid)
+
+
+def password(data: Path) -> str:
+    """RESONATOR_PG_PASSWORD; else the one kept beside ``data``, made up the first time."""
+    if given := os.environ.get(PASSWORD_VARIABLE):
+        return given
+    kept = data.parent / f"{data.name}.password"
+    if not kept.exists():
+        # Created readable by its owner alone, before a byte of it is written.
+        with os.fdopen(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(24))
+    return kept.read_text().strip()
+
+
+def start(
+    data: Path, port: int, host: str | None, user: pwd.struct_passwd | None
+) -> subprocess.Popen[str]:
+    """The postmaster, on ``host`` (None: loopback), once it accepts connections."""
     postgres = [str(binaries() / "postgres"), "-D", str(data), "-p", str(port)]
-    postgres += ["-c", "listen_addresses=127.0.0.1", "-k", str(data.resolve())]
+    postgres += ["-c", f"listen_addresses={host or '127.0.0.1'}", "-k", str(data.resolve())]
     # resonate.sql's procedures can deadlock one another (a settle locks a
     # child, then its parent; a suspend locks them in id order); resonate_rpc
     # retries, but Postgres only looks for a deadlock after deadlock_timeout,
@@ -159,22 +201,30 @@ def start(data: Path, port: int, user: pwd.struct_passwd | None) -> subprocess.P
     raise Trouble(f"Postgres did not start: {reason.partition('FATAL:')[2].strip() or reason}")
 
 
-def install(url: str, sql: str) -> None:
-    """Create the database and apply the schema, the first time only."""
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+def install(conninfo: str, text: str) -> None:
+    """Create the database and apply the schema ``text``, the first time only."""
+    with psycopg.connect(conninfo, dbname="postgres", autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
             admin.execute(f"CREATE DATABASE {DATABASE}")
-    with psycopg.connect(url, autocommit=True) as database:
+    with psycopg.connect(conninfo, autocommit=True) as database:
         installed = database.execute("SELECT to_regproc('resonate.resonate_rpc')").fetchone()
         if installed and installed[0] is None:
             # resonate.sql warns that without pg_cron its timers will not fire:
             # here every process drives them (see KeepSweeping).
             database.add_notice_handler(lambda notice: None)
-            database.execute(sql.encode())
+            database.execute(text.encode())
             log.info("applied resonate.sql")
 
 
-def forget_old_computations(url: str, keep: int) -> int:
+def set_password(admin: str, secret: str) -> None:
+    """Make ``secret`` the password of role postgres."""
+    with psycopg.connect(admin, autocommit=True) as database:
+        # Hashed here: the password itself is never sent, nor seen in a log.
+        verifier = database.pgconn.encrypt_password(secret.encode(), b"postgres", b"scram-sha-256")
+        database.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(verifier.decode()))
+
+
+def forget_old_computations(conninfo: str, keep: int) -> int:
     """Forget all but the ``keep`` most recently settled computations; how many promises went.
 
     ``resonate.gc(t)`` deletes every promise that settled by ``t`` under a
@@ -185,7 +235,7 @@ def forget_old_computations(url: str, keep: int) -> int:
     its promises. (A computation to forget that settled later than that
     goes at a later sweep.)
     """
-    with psycopg.connect(url, autocommit=True) as database:
+    with psycopg.connect(conninfo, autocommit=True) as database:
         cut = database.execute(
             "WITH roots AS (SELECT settled_at, created_at FROM resonate.promises "
             "WHERE id = origin_id AND state <> 'pending' ORDER BY settled_at DESC LIMIT %(n)s) "
@@ -203,20 +253,27 @@ def forget_old_computations(url: str, keep: int) -> int:
 def serve(args: argparse.Namespace) -> int:
     user = unprivileged()
     data = Path(args.data).resolve()
-    sql = schema(args.sql, data.parent / "resonate.sql")
+    text = schema(args.sql, data.parent / "resonate.sql")
     prepare(data, user)
-    server = start(data, args.port, user)
+    allow(data, args.host, user)
+    server = start(data, args.port, args.host, user)
+    admin = make_conninfo(host=str(data), port=args.port, user="postgres", dbname=DATABASE)
     url = f"postgresql://postgres@127.0.0.1:{args.port}/{DATABASE}"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=watch, args=(server, stop, args.verbose), daemon=True).start()
     try:
-        install(url, sql)
+        install(admin, text)
+        if args.host:
+            secret = password(data)
+            set_password(admin, secret)
+            quoted = urllib.parse.quote(secret, safe="")
+            url = f"postgresql://postgres:{quoted}@{address(args.host)}:{args.port}/{DATABASE}"
         print(f"resonator-postgres: Resonate on Postgres at {url}", flush=True)
         while not stop.wait(GC_SECONDS):
             with contextlib.suppress(psycopg.Error):
-                if forgotten := forget_old_computations(url, args.keep):
+                if forgotten := forget_old_computations(admin, args.keep):
                     log.info("forgot %d promises of old computations", forgotten)
         if server.poll() is not None:
             print(f"resonator-postgres: Postgres stopped ({exit_reason(server)})", file=sys.stderr)
@@ -226,6 +283,11 @@ def serve(args: argparse.Namespace) -> int:
             server.send_signal(signal.SIGINT)  # a fast, clean shutdown
             server.wait()
     return 0
+
+
+def address(host: str) -> str:
+    """``host`` as it goes in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def watch(server: subprocess.Popen[str], stop: threading.Event, verbose: bool) -> None:
@@ -250,10 +312,17 @@ def main(argv: list[str] | None = None) -> int:
         "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",
     )
     cli.add_argument(
+        "--host",
+        metavar="ADDR",
+        help="listen on this address instead of loopback, for other machines, which must then "
+        f"give the password of role postgres: {PASSWORD_VARIABLE}, else one made up once and "
+        "kept in a file beside --data (DIR.password, mode 0600); the URL printed carries it",
+    )
+    cli.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
-        help="the port Postgres listens on, on loopback (default: %(default)s)",
+        help="the port Postgres listens on (default: %(default)s)",
     )
     cli.add_argument(
         "--data",
