@@ -56,6 +56,19 @@ class SameAnswers(RuleBasedStateMachine):
     def both(self, request: dict[str, Any] | None) -> None:
         assert step(self.ours, self.now, request) == step(self.theirs, self.now, request), request
 
+    def leased(self, request: dict[str, Any]) -> None:
+        """A release, fulfill or suspend: at a version not the held task's, ours alone refuses it.
+
+        As the real server does (see ``model.py``); nothing changes, so the
+        models stay alike.
+        """
+        task = self.theirs.tasks.get(request["id"])
+        if task is not None and task.state == "acquired" and request["version"] != task.version:
+            answer, sent = step(self.ours, self.now, request)
+            assert (answer["status"], sent) == (409, []), answer
+        else:
+            self.both(request)
+
     def pick(self, data: st.DataObject, state: str) -> str:
         """Mostly a task in ``state``, so that the request has a chance to succeed."""
         ids = [id for id, task in self.theirs.tasks.items() if task.state == state]
@@ -89,7 +102,7 @@ class SameAnswers(RuleBasedStateMachine):
             {"kind": "promise.register_callback", "data": {"awaited": a, "awaiter": id}}
             for a in awaited
         ]
-        self.both(
+        self.leased(
             {
                 "kind": "task.suspend",
                 "id": id,
@@ -102,14 +115,14 @@ class SameAnswers(RuleBasedStateMachine):
     def fulfill(self, data: st.DataObject, state: str) -> None:
         id = self.pick(data, "acquired")
         settle = {"kind": "promise.settle", "data": {"id": id, "state": state, "value": {"v": 1}}}
-        self.both(
+        self.leased(
             {"kind": "task.fulfill", "id": id, "version": self.version(data, id), "action": settle}
         )
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         id = self.pick(data, "acquired")
-        self.both({"kind": "task.release", "id": id, "version": self.version(data, id)})
+        self.leased({"kind": "task.release", "id": id, "version": self.version(data, id)})
 
     @rule(data=st.data(), fields=creations())
     def fence(self, data: st.DataObject, fields: dict[str, Any]) -> None:

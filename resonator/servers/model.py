@@ -3,7 +3,7 @@
 ``resonate.connections.local.ServerState`` is the SDK authors' in-process
 model of the server: the stand-in serves it over HTTP, and embedded mode runs
 on it through the SDK's ``LocalConnection``. Its answers are the SDK's own.
-This subclass changes four things:
+This subclass changes five things:
 
 - two lookups walked every promise held on each step (``preload`` and
   ``enqueue_settle``); they use indexes that give the same results, so a
@@ -16,7 +16,13 @@ This subclass changes four things:
   the server's own ``resonate tree``;
 - it refuses a ``task.heartbeat`` whose tasks belong to more than one origin,
   as the protocol says and the real server does, so that nothing that works
-  here fails there.
+  here fails there;
+- it refuses a ``task.release``, ``task.fulfill`` or ``task.suspend`` at a
+  version other than the task's, as the real server and resonate.sql do. The
+  model takes them from anyone: a run that had lost its lease (its process
+  cut off for longer than the lease) released the task from under the run
+  that had taken it since, whose next step then failed and released it in
+  turn, and the two went round for as long as both lived.
 """
 
 from __future__ import annotations
@@ -117,7 +123,14 @@ class IndexedServerState(ServerState):
         if kind == "task.heartbeat" and len({origin_of(t["id"]) for t in tasks(req)}) > 1:
             # The protocol's rule, which the real server applies and the model does not.
             return head | {"status": 400, "error": "All tasks must belong to the same origin"}
+        if kind in ("task.release", "task.fulfill", "task.suspend") and self.stale(req):
+            return head | {"status": 409, "error": "Task version mismatch or invalid state"}
         return super().apply(now, req)
+
+    def stale(self, req: dict[str, Any]) -> bool:
+        """The task is held, but at another version: the request comes from a lease since lost."""
+        task = self.tasks.get(require_task_id(req))
+        return task is not None and task.state == "acquired" and req.get("version") != task.version
 
     def task_get(self, req: Any) -> dict[str, Any]:
         task = self.tasks.get(require_task_id(req))
