@@ -182,6 +182,12 @@ def start(
     # retries, but Postgres only looks for a deadlock after deadlock_timeout,
     # one second by default, which every such step would then wait.
     postgres += ["-c", "deadlock_timeout=20ms"]
+    # Each request is a transaction, committed by one more round trip. A
+    # process cut off from the network between the two leaves its transaction
+    # open, and its locks held, until its connection is seen to be dead,
+    # which can take hours: every process that sweeps the timers or touches
+    # the same computation waits. After five seconds such a session is ended.
+    postgres += ["-c", "idle_in_transaction_session_timeout=5s"]
     server = run(
         postgres,
         user,
