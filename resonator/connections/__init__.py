@@ -39,6 +39,7 @@ from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
     from resonate.heartbeat import Heartbeat
+    from resonate.types import PromiseRecord
     from resonate_base.connections import Network, Source
 
 log = logging.getLogger("resonator")
@@ -54,6 +55,8 @@ class Server:
         self.link = Link(url) if url else None
         self.keep = keep  # in-process: settled computations kept (None: all)
         self.network: Network | None = None
+        self.sender: Sender | None = None  # requests of our own, beside the SDK's
+        self.address = ""  # where the server pushes to this process alone
 
     def client(self, group: str, pid: str, ttl: float | None = None) -> Resonate:
         """A Resonate client for this process, not started yet.
@@ -62,6 +65,9 @@ class Server:
         the work of a process that died is handed out again.
         """
         network, sources = self.connections(group, pid)
+        # The token goes in each request's head too: the real server reads it there.
+        self.sender = Sender(Transport(network), self.token)
+        self.address = sources[0].unicast()
         lease = timedelta(seconds=ttl) if ttl else DEFAULT_TTL
         return Resonate(
             network=network,
@@ -70,7 +76,7 @@ class Server:
             pid=pid,
             ttl=lease,
             token=self.token,  # in the head of every request it sends
-            heartbeat=self.heartbeat(network, pid, lease),
+            heartbeat=self.heartbeat(self.sender, pid, lease),
             # The SDK's periodic check of awaited promises is off: it takes a
             # promise that is still being created for one that is gone (see
             # docs/sdk-0.4.md). The prompt checks after each reconnection instead.
@@ -78,14 +84,23 @@ class Server:
             autostart=False,
         )
 
-    def heartbeat(self, network: Network, pid: str, lease: timedelta) -> Heartbeat | None:
+    def heartbeat(self, sender: Sender, pid: str, lease: timedelta) -> Heartbeat | None:
         """What renews this process's leases: see ``heartbeat.py`` (None: the SDK's)."""
         if self.url is None:
             return None  # in-process, no lease lapses
         every = int(lease.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
-        # The token goes in each request's head too: the real server reads it there.
-        sender = Sender(Transport(network), self.token)
         return HeartbeatPerOrigin(pid, max(every, 1), sender)
+
+    async def listen(self, id: str) -> PromiseRecord:
+        """Promise ``id`` as the server has it, which is to tell this process when it settles.
+
+        The SDK asks this once, as it starts a computation. If that request
+        was lost in an outage (on Postgres, a request cut off mid-way is
+        rolled back when the database ends its session), nobody would ever
+        tell this process; asked again, the server has it for sure.
+        """
+        assert self.sender is not None, "no client yet"
+        return await self.sender.promise_register_listener(id, self.address)
 
     def connections(self, group: str, pid: str) -> tuple[Network, list[Source]]:
         """The SDK connections (network, sources) for this process."""

@@ -113,8 +113,9 @@ class Client:
         """The value of computation ``id``, read again each time the server is back.
 
         While the link is down, the server may settle the computation with
-        nobody to tell, or (in memory) restart and forget it: after each
-        reconnection the prompt reads the promise to learn which.
+        nobody to tell, or (in memory) restart and forget it, or the request
+        that asked it to tell us may have been lost: after each reconnection
+        the prompt asks again, and learns which.
         """
         result = asyncio.ensure_future(handle.result())
         try:
@@ -126,7 +127,7 @@ class Client:
                     break
                 await self.link.up.wait()
                 try:
-                    record = await self.resonate.promises.get(id)
+                    record = await self.server.listen(id)
                 except ServerError as error:
                     if error.code != 404:
                         raise
