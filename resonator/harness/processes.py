@@ -1,4 +1,4 @@
-"""Real processes on loopback, for the tests, the benchmark and the demo.
+"""Real processes, for the tests, the benchmark and the demo: on loopback, or on ``hosts.py``'s.
 
 Each child's output is read line by line as it is printed. Readiness and
 progress are awaited as printed lines (``wait_for``), never by sleeping.
@@ -171,7 +171,7 @@ def started(worker: Process, group: str, pid: str) -> None:
 
 
 class Topology:
-    """A Resonate server and the processes around it, all on loopback."""
+    """A Resonate server and the processes around it: on loopback, or where ``where`` says."""
 
     def __init__(
         self,
@@ -187,6 +187,9 @@ class Topology:
         self.scratch: Path | None = None  # the server's files, if it keeps any
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "RUST_LOG": RESONATE_LOG, **env}
+        # The command prefix that runs a process, by its name, on the host where
+        # it belongs (``hosts.py``); none: here.
+        self.where: Callable[[str], list[str]] = lambda name: []
         self.processes: dict[str, Process] = {}  # the latest of each name
         self.history: list[Process] = []  # every one ever started
         self.port = 0
@@ -213,7 +216,7 @@ class Topology:
         if (old := self.processes.get(name)) and old.popen.poll() is None:
             raise AssertionError(f"{name} is still running")
         environment = self.env | {"RESONATE_URL": self.url} | (env or {})
-        process = Process(name, args, environment, stdin, self.echo)
+        process = Process(name, [*self.where(name), *args], environment, stdin, self.echo)
         self.processes[name] = process
         self.history.append(process)
         return process
