@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import TracebackType
 
 log = logging.getLogger("resonator.harness.processes")
@@ -81,6 +80,25 @@ def missing(server: str) -> str | None:
     return None
 
 
+class Transcript:
+    """Every line the processes of a topology print, with who printed it, in the order read."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []  # (the process's name, the line)
+        self.changed = threading.Condition()
+
+    def add(self, name: str, line: str) -> None:
+        with self.changed:
+            self.lines.append((name, line))
+            self.changed.notify_all()
+
+    def after(self, seen: int) -> list[tuple[str, str]]:
+        """The lines from index ``seen`` on, once there is at least one."""
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.lines) > seen)
+            return self.lines[seen:]
+
+
 class Process:
     """A child process whose output lines are collected as they are printed."""
 
@@ -90,10 +108,10 @@ class Process:
         args: list[str],
         env: dict[str, str],
         stdin: bool = False,
-        echo: Callable[[Process, str], None] | None = None,
+        transcript: Transcript | None = None,
     ) -> None:
         self.name = name
-        self.echo = echo  # told of each line as it is printed
+        self.transcript = transcript  # shared with the other processes, if any
         self.popen = subprocess.Popen(
             args,
             env=env,
@@ -113,8 +131,8 @@ class Process:
             with self.changed:
                 self.lines.append(line.rstrip("\n"))
                 self.changed.notify_all()
-            if self.echo:
-                self.echo(self, line.rstrip("\n"))
+            if self.transcript:
+                self.transcript.add(self.name, line.rstrip("\n"))
         with self.changed:
             self.closed = True
             self.changed.notify_all()
@@ -177,19 +195,18 @@ class Topology:
         self,
         server: str = "stand-in",
         server_args: tuple[str, ...] = (),
-        echo: Callable[[Process, str], None] | None = None,
         **env: str,
     ) -> None:
         assert server in SERVERS, server
         self.kind = server  # one of SERVERS
-        self.echo = echo  # told of every line any process prints
+        self.transcript = Transcript()  # every line of every process
         self.server_args = server_args  # more arguments for the server
         self.scratch: Path | None = None  # the server's files, if it keeps any
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "RUST_LOG": RESONATE_LOG, **env}
-        # The command prefix that runs a process, by its name, on the host where
-        # it belongs (``hosts.py``); none: here.
-        self.where: Callable[[str], list[str]] = lambda name: []
+        # The command prefix that runs a process of that name on another host
+        # (``hosts.py``); a name not in it runs here.
+        self.where: dict[str, list[str]] = {}
         self.processes: dict[str, Process] = {}  # the latest of each name
         self.history: list[Process] = []  # every one ever started
         self.port = 0
@@ -216,7 +233,8 @@ class Topology:
         if (old := self.processes.get(name)) and old.popen.poll() is None:
             raise AssertionError(f"{name} is still running")
         environment = self.env | {"RESONATE_URL": self.url} | (env or {})
-        process = Process(name, [*self.where(name), *args], environment, stdin, self.echo)
+        prefix = self.where.get(name, [])
+        process = Process(name, [*prefix, *args], environment, stdin, self.transcript)
         self.processes[name] = process
         self.history.append(process)
         return process

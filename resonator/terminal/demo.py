@@ -77,7 +77,8 @@ class Demo:
         self.heard: list[tuple[str, str]] = []  # (process, line), every line printed
         self.hearing = threading.Condition()
         # Two-second leases, and operators that take a second.
-        self.topology = Topology(server, echo=self.echo, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
+        self.topology = Topology(server, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
+        threading.Thread(target=self.relay, daemon=True).start()
         self.loop = asyncio.Runner()
         self.loop.get_loop()  # made now: a Ctrl-C later must not find it half made
         self.reader: Reader | None = None
@@ -116,16 +117,20 @@ class Demo:
         """One piece of plain output, whole, though lines come from many threads."""
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    def echo(self, process: Child, line: str) -> None:
-        """Every line a process prints is heard; a worker's trace lines are shown."""
-        with self.hearing:
-            self.heard.append((process.name, line))
-            self.hearing.notify_all()
-        if TRACE.match(line):
-            if self.live:
-                self.console.print(f"  [dim]{escape(line)}[/]")
-            else:
-                self.print(f"  {line}")
+    def relay(self) -> None:
+        """Every line a process prints is heard; a worker's trace lines are shown, first."""
+        seen = 0
+        while True:
+            for name, line in self.topology.transcript.after(seen):
+                seen += 1
+                if TRACE.match(line):
+                    if self.live:
+                        self.console.print(f"  [dim]{escape(line)}[/]")
+                    else:
+                        self.print(f"  {line}")
+                with self.hearing:
+                    self.heard.append((name, line))
+                    self.hearing.notify_all()
 
     def hear(self, names: tuple[str, ...], pattern: str) -> str:
         """Which of ``names`` first prints a line matching ``pattern`` (waiting for it)."""
