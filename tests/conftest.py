@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
 import operator
 import signal
+import urllib.error
+import urllib.request
 from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import strategies as st
+from resonate_base import PROTOCOL_VERSION
 
 from resonator.connections import Server
-from resonator.harness.processes import Process, Topology, missing
+from resonator.harness.processes import WAIT, Process, Topology, missing
 from resonator.resonator import connect
 from resonator.trace import Site
 
@@ -64,6 +68,25 @@ def oracle(text: str) -> int:
 
     # Parenthesised so that newlines inside the text are legal Python too.
     return value(ast.parse(f"({text})", mode="eval").body)
+
+
+def envelope(kind: str, **data: object) -> dict[str, object]:
+    """A request to a Resonate server, as the SDK sends it."""
+    head = {"corrId": f"c-{kind}", "version": PROTOCOL_VERSION}
+    return {"kind": kind, "head": head, "data": data}
+
+
+def ask(url: str, body: object = None, token: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET of ``url``, or of a POST of ``body`` (bytes, or else as JSON)."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 @asynccontextmanager

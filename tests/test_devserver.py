@@ -13,13 +13,10 @@ from resonate.connections.local import ServerState
 
 from resonator.servers.devserver import DevServer
 from resonator.servers.model import IndexedServerState
+from tests.conftest import envelope
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-
-def envelope(kind: str, **data: Any) -> dict[str, Any]:
-    return {"kind": kind, "head": {"corrId": f"c-{kind}", "version": "2026-04-01"}, "data": data}
 
 
 def create(id: str, target: str) -> dict[str, Any]:

@@ -9,15 +9,13 @@ import resource
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
 
 from resonator.harness.processes import WAIT, Topology
 from resonator.parser import MAX_DEPTH, MAX_LENGTH, ParseError, parse, render
-from tests.conftest import oracle
+from tests.conftest import ask, envelope, oracle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -106,15 +104,6 @@ def test_the_command_line_answers_every_line_with_a_value_or_an_error() -> None:
 # ── Malformed requests to the stand-in ──────────────────────────────────────
 
 
-def post(url: str, body: bytes) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{url}/", data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 @pytest.fixture(scope="module")
 def running() -> Iterator[Topology]:
     with Topology() as topology:
@@ -138,7 +127,7 @@ def running() -> Iterator[Topology]:
 def test_malformed_requests_get_a_4xx_and_the_server_goes_on(
     running: Topology, body: bytes, status: int
 ) -> None:
-    assert post(running.url, body)[0] == status
+    assert ask(f"{running.url}/", body)[0] == status
     assert running.calculate(VALID[0]).stdout == "-3\n"
 
 
@@ -187,8 +176,8 @@ def test_broken_connections_do_not_stop_the_server(running: Topology) -> None:
         stream.sendall(b"GET /poll/exp/gone HTTP/1.1\r\nHost: x\r\n\r\n")
         assert stream.recv(1024).startswith(b"HTTP/1.1 200")
         tags = {"resonate:target": "poll://uni@exp/gone", "resonate:origin": "g"}
-        data = {"id": "g", "timeoutAt": 2**62, "param": {}, "tags": tags}
-        post(running.url, json.dumps({"kind": "promise.create", "head": {}, "data": data}).encode())
+        create = envelope("promise.create", id="g", timeoutAt=2**62, param={}, tags=tags)
+        ask(f"{running.url}/", create)
     # Half a request, then nothing.
     with socket.create_connection((host, port)) as half:
         half.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"kin')

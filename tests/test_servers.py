@@ -9,20 +9,23 @@ SDK's own model leaves out. These run where ``resonate`` is on PATH (CI puts
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import shutil
 import subprocess
-import urllib.request
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from resonator.connections import Server
 from resonator.harness.processes import Process, Topology
-from tests.conftest import available, kill, operator_runs
+from tests.conftest import ask, available, envelope, kill, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 ARTICLE = "(1 + 2) * (3 - 4)"
 VALUE = r"^-?\d+$"
@@ -30,13 +33,7 @@ VALUE = r"^-?\d+$"
 
 def post(url: str, kind: str, **data: Any) -> dict[str, Any]:
     """One request envelope to ``url``; the response envelope, whatever its status."""
-    body = {"kind": kind, "head": {"corrId": "c", "version": "2026-04-01"}, "data": data}
-    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer: dict[str, Any] = json.load(response)
-    except urllib.error.HTTPError as error:
-        answer = json.load(error)
+    answer: dict[str, Any] = json.loads(ask(url, envelope(kind, **data))[1])
     return answer
 
 
@@ -200,6 +197,10 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
         resonate.start()
         try:
             await resonate.options(target="poll://uni@exp/lhs").rpc("spin", "=", ("+", 1, 2)).id()
+            # Its last request: once the server has logged it, every request
+            # logged from then on is the worker's.
+            listening = "Received request kind=promise.register_listener"
+            await asyncio.to_thread(refusing["server"].wait_for, listening)
         finally:
             await resonate.stop()
 
@@ -216,3 +217,49 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
     print(f"requests from the worker, in all: {requests}")
     assert requests.count("promise.create") == 1
     assert len(requests) <= 6
+
+
+# ── The real server's own auth ──────────────────────────────────────────────
+
+
+def signed(claims: dict[str, object], key: Path) -> str:
+    """A JWT of ``claims``, signed by openssl with the Ed25519 private key ``key``."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = {"alg": "EdDSA", "typ": "JWT"}
+    signing = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(claims).encode())}"
+    # Ed25519 signs the whole message at once: openssl takes it from a file.
+    message = key.with_suffix(".message")
+    message.write_text(signing)
+    command = ["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", str(message)]
+    signature = subprocess.run(command, capture_output=True, check=True)
+    return f"{signing}.{b64(signature.stdout)}"
+
+
+def test_the_real_server_lets_in_only_a_token_signed_by_its_key(tmp_path: Path) -> None:
+    # docs/machines.md: resonate --auth-publickey, and RESONATE_TOKEN a JWT.
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a key pair and sign a token with")
+    key, public = tmp_path / "key.pem", tmp_path / "public.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key], check=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", public], check=True)
+    # An empty prefix: every promise id; the token is good for an hour.
+    token = signed({"prefix": "", "exp": int(time.time()) + 3600}, key)
+    auth = ("--auth-publickey", str(public))
+    with Topology(available("resonate"), auth, RESONATE_TOKEN=token) as topology:
+        topology.standard()
+        done = topology.calculate(ARTICLE)
+        assert (done.returncode, done.stdout) == (0, "-3\n")
+        other = tmp_path / "other.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", other], check=True)
+        refused = f"resonator: the Resonate server at {topology.url} refused this process"
+        for wrong, said in (
+            (signed({"prefix": "", "exp": int(time.time()) + 3600}, other), "'s token"),
+            (signed({"prefix": "", "exp": int(time.time()) - 3600}, key), "'s token"),
+            ("", ", which has no token"),
+        ):
+            done = topology.calculate("1 + 2", RESONATE_TOKEN=wrong)
+            assert (done.returncode, done.stdout) == (1, "")
+            assert done.stderr.splitlines()[-1].startswith(refused + said), done.stderr

@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.server").setLevel(
         logging.DEBUG if args.verbose else logging.CRITICAL
     )
+    # Not "Using selector: EpollSelector" at every start.
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
     # The model reads its retry timeout from this module constant.
     local.PENDING_RETRY_TTL = args.tasks_retry_timeout
     # Room for every connection allowed, and for the files and pipes of the process.
