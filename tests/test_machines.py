@@ -1,0 +1,314 @@
+"""Resonator on several machines: hosts that are network namespaces, cut off and put back.
+
+Five hosts on one switch (``resonator/harness/hosts.py``): ``db`` runs the
+server (the stand-in with a token, or Postgres with a password) on its
+address, ``lhs``, ``rhs`` and ``ops`` a worker each, ``cli`` the prompt. A
+host reaches the others and nothing else. Leases are two seconds and
+operators take one, as in test_crashes.py.
+
+- The article's three failure modes, each process on a host of its own.
+- Partitions: each kind of host is cut off until a lease has visibly lapsed
+  (a watcher on the server's host sees the task unclaimed, or another
+  process takes up the work), then put back. The answer is right, and an
+  operator runs twice only if its process lost its lease.
+- Who gets in: 401s and /health on the stand-in, a process with a wrong
+  token or password, and the stand-in refusing to listen beyond loopback
+  without a token.
+
+Namespaces need root: without it, or where they are refused, every test
+skips and says why; the Postgres ones also need RESONATE_PG_SQL, as in
+test_postgres.py. One topology per server serves every test, and each test
+begins by putting it back as it was: every cable in, lhs, rhs and ops up,
+nothing else running. Every wait is for a printed line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from resonator.harness.hosts import Hosts, Unavailable
+from resonator.harness.processes import WAIT, Topology, python, started
+from tests.conftest import ask, available, envelope, kill, operator_runs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ARTICLE = "(1 + 2) * (3 - 4)"
+VALUE = r"^-?\d+$"
+HOSTS = ("db", "lhs", "rhs", "ops", "cli")
+# The host each process runs on, by the name the tests give it.
+PLACES = {"server": "db", "watch": "db", "lhs": "lhs", "rhs": "rhs", "ops": "ops"}
+PLACES |= {"another": "ops", "intruder": "ops"}
+PLACES |= dict.fromkeys(("prompt", "tree", "first", "second", "batch", "after"), "cli")
+WORKERS = {"lhs": ("exp", {}), "rhs": ("exp", {}), "ops": ("ops", {"RESONATOR_OP_DELAY": "1"})}
+TOKEN = secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[Hosts]:
+    try:
+        with Hosts(*HOSTS) as made:
+            yield made
+    except Unavailable as why:
+        pytest.skip(str(why))
+
+
+@pytest.fixture(scope="module", params=["stand-in", "postgres"])
+def cluster(request: pytest.FixtureRequest, hosts: Hosts) -> Iterator[Topology]:
+    """The server on db, on the stand-in with a token (and -v) or on Postgres with a password."""
+    kind = available(request.param)
+    listen = ("--host", hosts.addresses["db"])
+    if kind == "stand-in":
+        topology = Topology(kind, (*listen, "-v"), RESONATOR_TTL="2", RESONATE_TOKEN=TOKEN)
+    else:
+        topology = Topology(kind, listen, RESONATOR_TTL="2")
+    with topology:
+        topology.where = {name: hosts.on(host) for name, host in PLACES.items()}
+        topology.server()
+        yield topology
+
+
+@pytest.fixture
+def machines(cluster: Topology, hosts: Hosts) -> Topology:
+    """The cluster as every test expects it: every cable in, lhs, rhs and ops up, nothing else."""
+    for host in HOSTS:
+        hosts.mend(host)
+    for name, process in cluster.processes.items():
+        if name not in ("server", *WORKERS) and process.popen.poll() is None:
+            kill(process)
+    down = [pid for pid in WORKERS if pid not in cluster.processes or gone(cluster, pid)]
+    for pid in down:
+        group, env = WORKERS[pid]
+        cluster.worker(group, pid, wait=False, **env)
+    for pid in down:
+        started(cluster[pid], WORKERS[pid][0], pid)
+    return cluster
+
+
+def gone(topology: Topology, name: str) -> bool:
+    return topology[name].popen.poll() is not None
+
+
+def unclaimed(id: str) -> str:
+    """A row of a watched tree: promise ``id``'s task waits, and nobody has it."""
+    return rf"(^|\s){re.escape(id)}\s.*\sunclaimed$"
+
+
+def runs(topology: Topology, id: str) -> dict[str, int]:
+    """How many times each operator of computation ``id`` started on an ops worker."""
+    ran = operator_runs(topology, "ops", "another")
+    return {promise: n for promise, n in ran.items() if promise.startswith(f"{id}:")}
+
+
+def operators_ran_once(topology: Topology, id: str) -> None:
+    assert runs(topology, id) == {f"{id}:1.3": 1, f"{id}:2.3": 1, f"{id}:3": 1}
+
+
+# ── The article's failure modes, across hosts ───────────────────────────────
+
+
+def test_an_exp_worker_dies_and_its_work_waits_for_the_same_pid(machines: Topology) -> None:
+    prompt = machines.prompt("--id", "dies", ARTICLE)
+    machines["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[dies:1\]$")
+    kill(machines["lhs"])
+    machines["rhs"].wait_for(r"^exp/rhs: = 4  \[dies:2\.2\]$")
+    tree = machines.prompt("--tree", "--id", "dies", name="tree")
+    assert tree.wait_closed() == 0
+    unclaimed = {row.split()[-3] for row in tree.lines if row.endswith(" unclaimed")}
+    assert "exp/lhs" in unclaimed, tree.lines
+    assert prompt.popen.poll() is None, "the answer came without lhs"
+    machines.worker("exp", "lhs")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert prompt.wait_closed() == 0
+
+
+def test_the_prompt_dies_and_a_new_one_attaches(machines: Topology) -> None:
+    first = machines.prompt("--id", "attach", ARTICLE, name="first")
+    machines["ops"].wait_for(r"\[attach:1\.3\]$")
+    kill(first)
+    second = machines.prompt("--id", "attach", ARTICLE, name="second")
+    assert second.wait_for(VALUE).group(0) == "-3"
+    assert second.wait_closed() == 0
+    replays = {t["what"] for t in machines.traces("lhs", "rhs") if t["id"] == "attach"}
+    assert f"= {ARTICLE}" in replays
+    operators_ran_once(machines, "attach")
+
+
+def test_the_ops_worker_dies_mid_operation_and_another_takes_it(machines: Topology) -> None:
+    prompt = machines.prompt("--id", "taken", ARTICLE)
+    machines["ops"].wait_for(r"^ops/ops: \+ 1 2  \[taken:1\.3\]$")
+    kill(machines["ops"])
+    machines.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert "taken:1.3" in operator_runs(machines, "another")
+
+
+# ── Partitions longer than a lease ──────────────────────────────────────────
+
+
+def test_lhs_cut_off_while_it_holds_a_lease(machines: Topology, hosts: Hosts) -> None:
+    # This lhs takes a second over each step: the cut lands while it holds one.
+    kill(machines["lhs"])
+    machines.worker("exp", "lhs", RESONATOR_EXP_DELAY="1")
+    prompt = machines.prompt("--id", "lhs-cut", ARTICLE)
+    machines["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[lhs-cut:1\]$")
+    hosts.cut("lhs")
+    watch = machines.prompt("--watch", "--id", "lhs-cut", name="watch")
+    watch.wait_for(unclaimed("lhs-cut:1"))  # the lease lapsed; the work waits for lhs
+    hosts.mend("lhs")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    operators_ran_once(machines, "lhs-cut")
+    kill(machines["lhs"])  # the next test gets one that takes no time
+
+
+def test_ops_cut_off_mid_operation(machines: Topology, hosts: Hosts) -> None:
+    prompt = machines.prompt("--id", "ops-cut", ARTICLE)
+    machines["ops"].wait_for(r"^ops/ops: \* 3 -1  \[ops-cut:3\]$")
+    hosts.cut("ops")
+    watch = machines.prompt("--watch", "--id", "ops-cut", name="watch")
+    watch.wait_for(unclaimed("ops-cut:3"))
+    hosts.mend("ops")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    ran = runs(machines, "ops-cut")
+    # * 3 -1 had its operands, so + and - had settled: they ran once. * may
+    # have run twice, since its worker lost the lease it ran under.
+    assert (ran["ops-cut:1.3"], ran["ops-cut:2.3"]) == (1, 1), ran
+    assert ran["ops-cut:3"] in (1, 2), ran
+
+
+def test_the_prompts_host_cut_off_while_it_holds_the_root(machines: Topology, hosts: Hosts) -> None:
+    # The prompt runs the root first, and takes three seconds over it: the
+    # cut lands before it dispatches anything.
+    prompt = machines.prompt("-v", "--id", "cli-cut", ARTICLE, RESONATOR_EXP_DELAY="3")
+    prompt.wait_for(r"^prompt: = \(1 \+ 2\) \* \(3 - 4\)  \[cli-cut\]$")
+    hosts.cut("cli")
+    # Only once the prompt's lease lapsed can an exp worker run the root and
+    # dispatch its left operand.
+    machines["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[cli-cut:1\]$")
+    hosts.mend("cli")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    operators_ran_once(machines, "cli-cut")
+
+
+def test_the_servers_host_cut_off_mid_operation(machines: Topology, hosts: Hosts) -> None:
+    prompt = machines.prompt("--id", "db-cut", ARTICLE)
+    machines["ops"].wait_for(r"^ops/ops: \* 3 -1  \[db-cut:3\]$")
+    hosts.cut("db")
+    # The watcher is on db too: it still reaches the server, which no
+    # heartbeat reaches any more.
+    watch = machines.prompt("--watch", "--id", "db-cut", name="watch")
+    watch.wait_for(unclaimed("db-cut:3"))
+    hosts.mend("db")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    ran = runs(machines, "db-cut")
+    assert (ran["db-cut:1.3"], ran["db-cut:2.3"]) == (1, 1), ran
+    assert ran["db-cut:3"] in (1, 2), ran
+
+
+# ── Who gets in ─────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("cluster", ["stand-in"], indirect=True)
+def test_without_the_token_nothing_changes(machines: Topology, hosts: Hosts) -> None:
+    url, server = machines.url, machines["server"]
+    mark = len(server.lines)
+    tags = {"resonate:target": "poll://any@ops", "resonate:origin": "intruder"}
+    create = envelope("promise.create", id="intruder", timeoutAt=2**62, param={}, tags=tags)
+    for token in (None, f"not-{TOKEN}"):
+        assert hosts.inside("cli", partial(ask, url, create, token))[0] == 401
+        # A stream for lhs's address, which would have taken lhs's place.
+        assert hosts.inside("cli", partial(ask, f"{url}/poll/exp/lhs", None, token))[0] == 401
+        health = hosts.inside("cli", partial(ask, f"{url}/health", None, token))
+        assert health == (200, b'{"status": "ok"}')
+    get = envelope("promise.get", id="intruder")
+    assert hosts.inside("cli", partial(ask, url, get, TOKEN))[0] == 404
+    status, body = hosts.inside("cli", partial(ask, f"{url}/health", None, TOKEN))
+    assert status == 200 and "promises" in json.loads(body)
+    # lhs kept its stream: it takes its work, and was never made to reconnect.
+    after = machines.prompt("--id", "after-401", ARTICLE, name="after")
+    assert after.wait_for(VALUE).group(0) == "-3"
+    assert "stream closed: exp/lhs" not in server.lines[mark:]
+    cli = hosts.addresses["cli"]
+    for why in ("no token", "a wrong token"):
+        assert f"refused requests from {cli}: {why} (401)" in server.lines[mark:]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("cluster", ["stand-in"], indirect=True)
+def test_a_process_with_a_wrong_token_says_so_once(machines: Topology) -> None:
+    refused = f"the Resonate server at {machines.url} refused"
+    for token, what in (
+        ("not-the-token", "this process's token (RESONATE_TOKEN)"),
+        ("", "this process, which has no token (set RESONATE_TOKEN)"),
+    ):
+        batch = machines.prompt("1 + 2", name="batch", RESONATE_TOKEN=token)
+        assert batch.wait_closed() == 1
+        assert batch.lines == [f"resonator: {refused} {what}"]
+    worker = machines.worker("ops", "intruder", wait=False, RESONATE_TOKEN="not-the-token")
+    worker.wait_for(f"^resonator: {re.escape(refused)} this process's token")
+    cpu = cpu_seconds(worker.popen.pid)
+    # While a computation runs elsewhere, the worker says nothing more, and
+    # does not spin (it asks again now and then, no more often than every 2 s).
+    after = machines.prompt("--id", "after-token", ARTICLE, name="after")
+    assert after.wait_for(VALUE).group(0) == "-3"
+    assert len(worker.lines) == 1, worker.lines
+    assert cpu_seconds(worker.popen.pid) - cpu < 0.5
+
+
+@pytest.mark.parametrize("cluster", ["postgres"], indirect=True)
+def test_a_wrong_password_is_refused_and_said_once(machines: Topology) -> None:
+    secret = re.search(r"//postgres:([^@]+)@", machines.url)
+    assert secret, machines.url
+    wrong = machines.url.replace(secret.group(1), "not-the-password")
+    shown = machines.url.replace(secret.group(1), "***")
+    refused = f'{shown} (password authentication failed for user "postgres")'
+    batch = machines.start("batch", python("-m", "resonator", "--url", wrong, "1 + 2"))
+    assert batch.wait_closed() == 1
+    assert batch.lines == [f"resonator: cannot reach the Resonate server at {refused}"]
+    worker = machines.worker("ops", "intruder", wait=False, RESONATE_URL=wrong)
+    worker.wait_for("^cannot reach the Resonate server at ")
+    after = machines.prompt("--id", "after-password", ARTICLE, name="after")
+    assert after.wait_for(VALUE).group(0) == "-3"
+    assert worker.lines == [f"cannot reach the Resonate server at {refused}; retrying"]
+    # Nobody but resonator-postgres ever printed the password.
+    others = [p for p in machines.history if p.name != "server"]
+    assert not any(secret.group(1) in line for p in others for line in p.lines)
+    # Postgres runs as nobody (it refuses root), and a restart keeps the password.
+    assert os.stat(f"/proc/{machines.postmaster()}").st_uid != 0
+    url = machines.url
+    machines["server"].signal(signal.SIGTERM)
+    assert machines["server"].wait_closed() == 0
+    machines.server()
+    assert machines.url == url
+
+
+def test_the_stand_in_will_not_listen_beyond_loopback_without_a_token(hosts: Hosts) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RESONATE_TOKEN"}
+    for address in (hosts.addresses["db"], "0.0.0.0"):
+        done = subprocess.run(
+            [*hosts.on("db"), *python("-m", "resonator.servers.devserver", "--host", address)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == (
+            f"resonator-devserver: will not listen on {address} without a token: anyone who "
+            "can reach it could run and settle anything (set RESONATE_TOKEN, or --token)\n"
+        )
