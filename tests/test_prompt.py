@@ -302,6 +302,7 @@ def test_watch_follows_a_computation_on_either_server(server: str, state: dict[s
     with Topology(server, RESONATOR_OP_DELAY="1") as topology:
         topology.standard()
         topology.prompt("--id", "w", "(1 + 2) * (3 - 4)")  # another prompt's computation
+        topology["lhs"].wait_for(r"\[w:1\]$")  # under way (the root dispatched its left operand)
         with Terminal("--url", topology.url, term=DRAWN, **state) as terminal:
             terminal.ready()
             terminal.type(":watch w\r")
