@@ -373,7 +373,9 @@ def markdown(report: dict[str, Any]) -> str:
             + " | last / first | fill rate, first / last | memory |",
             "|" + "---|" * (len(points) + 4),
         ]
-        lines += [f"| {mode} | {history_row(keep, mode, run)} |" for mode, run in runs.items()]
+        lines += [
+            f"| {NAMES[mode]} | {history_row(keep, mode, run)} |" for mode, run in runs.items()
+        ]
     lines += ["", f"Measured {report['date']} on {report['machine']}."]
     return "\n".join(lines)
 
