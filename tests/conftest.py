@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from resonator.parser import Expr
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTICLE = "(1 + 2) * (3 - 4)"  # the article's expression: -3
+VALUE = r"^-?\d+$"  # a line that is a value
 
 # A shell that starts a job in the background (`pytest &`, or a script run
 # that way) starts it with SIGINT ignored, and every process it starts
@@ -124,6 +126,64 @@ def kill(process: Process) -> None:
 def operator_runs(topology: Topology, *names: str) -> Counter[str]:
     """How many times an operator body started, per promise id, in these processes."""
     return Counter(t["id"] for t in topology.traces(*names) if not t["what"].startswith("="))
+
+
+# ── The article's three failure modes, on any topology set up by ``leased`` ──
+
+
+def operators_of(topology: Topology, id: str) -> dict[str, int]:
+    """How many times each operator of computation ``id`` started on an ops worker."""
+    ran = operator_runs(topology, "ops", "another")
+    return {promise: n for promise, n in ran.items() if promise.startswith(f"{id}:")}
+
+
+def operators_ran_once(topology: Topology, id: str) -> None:
+    assert operators_of(topology, id) == {f"{id}:1.3": 1, f"{id}:2.3": 1, f"{id}:3": 1}
+
+
+def an_exp_worker_dies(topology: Topology, id: str) -> None:
+    """exp/lhs is killed mid-computation: what is addressed to it waits for its pid."""
+    prompt = topology.prompt("--id", id, ARTICLE)
+    topology["lhs"].wait_for(rf"^exp/lhs: = 1 \+ 2  \[{id}:1\]$")
+    kill(topology["lhs"])
+    # exp/rhs does what it can; what is addressed to pid lhs alone waits, unclaimed...
+    topology["rhs"].wait_for(rf"^exp/rhs: = 4  \[{id}:2\.2\]$")
+    tree = topology.calculate("--tree", "--id", id)
+    assert tree.returncode == 0, tree.stderr
+    rows = tree.stdout.splitlines()
+    unclaimed = {row.split()[-3] for row in rows if row.endswith(" unclaimed")}
+    assert "exp/lhs" in unclaimed, tree.stdout
+    assert prompt.popen.poll() is None, "the answer came without lhs"
+    # ...until a process with that pid is back.
+    topology.worker("exp", "lhs")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    assert prompt.wait_closed() == 0
+
+
+def the_prompt_dies(topology: Topology, id: str) -> None:
+    """The prompt is killed mid-computation: another, given the same id, gets the answer."""
+    first = topology.prompt("--id", id, ARTICLE, name="first")
+    topology["ops"].wait_for(rf"\[{id}:1\.3\]$")  # children dispatched, an operator under way
+    kill(first)
+    second = topology.prompt("--id", id, ARTICLE, name="second")
+    assert second.wait_for(VALUE).group(0) == "-3"
+    assert second.wait_closed() == 0
+    # The root went on without any prompt: an exp worker replayed it ...
+    replays = {t["what"] for t in topology.traces("lhs", "rhs") if t["id"] == id}
+    assert f"= {ARTICLE}" in replays
+    # ... and no operator that had finished ran again.
+    operators_ran_once(topology, id)
+
+
+def the_ops_worker_dies(topology: Topology, id: str) -> None:
+    """The ops worker is killed mid-operation: another ops worker takes the operation up."""
+    prompt = topology.prompt("--id", id, ARTICLE)
+    topology["ops"].wait_for(rf"^ops/ops: \+ 1 2  \[{id}:1\.3\]$")
+    kill(topology["ops"])
+    topology.worker("ops", "another", RESONATOR_OP_DELAY="1")
+    assert prompt.wait_for(VALUE).group(0) == "-3"
+    # The operation that died with its worker was taken up by the other one.
+    assert f"{id}:1.3" in operator_runs(topology, "another")
 
 
 @pytest.fixture(params=["stand-in", "resonate"])

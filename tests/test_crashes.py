@@ -15,15 +15,23 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.harness.processes import Topology, free_port, started
-from tests.conftest import available, kill, leased, operator_runs
+from tests.conftest import (
+    ARTICLE,
+    VALUE,
+    an_exp_worker_dies,
+    available,
+    kill,
+    leased,
+    operator_runs,
+    the_ops_worker_dies,
+    the_prompt_dies,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ARTICLE = "(1 + 2) * (3 - 4)"
 DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
 DEEP_OPERATORS = {"s:1.1.3", "s:1.2.3", "s:1.3", "s:2.1.3", "s:2.2.3", "s:2.3", "s:3"}
-VALUE = r"^-?\d+$"
 
 
 @pytest.fixture
@@ -40,43 +48,15 @@ def either(request: pytest.FixtureRequest) -> Iterator[Topology]:
 
 
 def test_1_an_exp_worker_dies_and_its_work_waits_for_the_same_pid(either: Topology) -> None:
-    prompt = either.prompt("--id", "s", ARTICLE)
-    either["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[s:1\]$")
-    kill(either["lhs"])
-    # exp/rhs does what it can; what is addressed to pid lhs alone waits, unclaimed...
-    either["rhs"].wait_for(r"^exp/rhs: = 4  \[s:2\.2\]$")
-    tree = either.calculate("--tree", "--id", "s").stdout
-    unclaimed = {row.split()[-3] for row in tree.splitlines() if row.endswith(" unclaimed")}
-    assert "exp/lhs" in unclaimed, tree
-    assert prompt.popen.poll() is None, "the answer came without lhs"
-    # ...until a process with that pid is back.
-    either.worker("exp", "lhs")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    assert prompt.wait_closed() == 0
+    an_exp_worker_dies(either, "s")
 
 
 def test_2_the_prompt_dies_and_a_new_one_attaches(either: Topology) -> None:
-    first = either.prompt("--id", "s", ARTICLE, name="first")
-    either["ops"].wait_for(r"\[s:1\.3\]$")  # children dispatched, an operator under way
-    kill(first)
-    second = either.prompt("--id", "s", ARTICLE, name="second")
-    assert second.wait_for(VALUE).group(0) == "-3"
-    assert second.wait_closed() == 0
-    # The root went on without any prompt: an exp worker replayed it ...
-    replays = {t["what"] for t in either.traces("lhs", "rhs") if t["id"] == "s"}
-    assert "= (1 + 2) * (3 - 4)" in replays
-    # ... and no operator that had finished ran again.
-    assert operator_runs(either, "ops") == {"s:1.3": 1, "s:2.3": 1, "s:3": 1}
+    the_prompt_dies(either, "s")
 
 
 def test_3_the_ops_worker_dies_mid_operation(either: Topology) -> None:
-    prompt = either.prompt("--id", "s", ARTICLE)
-    either["ops"].wait_for(r"^ops/ops: \+ 1 2  \[s:1\.3\]$")
-    kill(either["ops"])
-    either.worker("ops", "another", RESONATOR_OP_DELAY="1")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    # The operation that died with its worker was taken up by the other one.
-    assert "s:1.3" in operator_runs(either, "another")
+    the_ops_worker_dies(either, "s")
 
 
 def test_4_replay_never_repeats_finished_work(slow: Topology) -> None:

@@ -38,18 +38,28 @@ import pytest
 
 from resonator.harness.hosts import Hosts, Unavailable
 from resonator.harness.processes import WAIT, Topology, python, started
-from tests.conftest import ask, available, envelope, kill, operator_runs
+from tests.conftest import (
+    ARTICLE,
+    VALUE,
+    an_exp_worker_dies,
+    ask,
+    available,
+    envelope,
+    kill,
+    operators_of,
+    operators_ran_once,
+    the_ops_worker_dies,
+    the_prompt_dies,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ARTICLE = "(1 + 2) * (3 - 4)"
-VALUE = r"^-?\d+$"
 HOSTS = ("db", "lhs", "rhs", "ops", "cli")
 # The host each process runs on, by the name the tests give it.
 PLACES = {"server": "db", "watch": "db", "lhs": "lhs", "rhs": "rhs", "ops": "ops"}
 PLACES |= {"another": "ops", "intruder": "ops"}
-PLACES |= dict.fromkeys(("prompt", "tree", "first", "second", "batch", "after"), "cli")
+PLACES |= dict.fromkeys(("prompt", "calculate", "first", "second", "batch", "after"), "cli")
 WORKERS = {"lhs": ("exp", {}), "rhs": ("exp", {}), "ops": ("ops", {"RESONATOR_OP_DELAY": "1"})}
 TOKEN = secrets.token_urlsafe(16)
 
@@ -104,53 +114,19 @@ def unclaimed(id: str) -> str:
     return rf"(^|\s){re.escape(id)}\s.*\sunclaimed$"
 
 
-def runs(topology: Topology, id: str) -> dict[str, int]:
-    """How many times each operator of computation ``id`` started on an ops worker."""
-    ran = operator_runs(topology, "ops", "another")
-    return {promise: n for promise, n in ran.items() if promise.startswith(f"{id}:")}
-
-
-def operators_ran_once(topology: Topology, id: str) -> None:
-    assert runs(topology, id) == {f"{id}:1.3": 1, f"{id}:2.3": 1, f"{id}:3": 1}
-
-
 # ── The article's failure modes, across hosts ───────────────────────────────
 
 
 def test_an_exp_worker_dies_and_its_work_waits_for_the_same_pid(machines: Topology) -> None:
-    prompt = machines.prompt("--id", "dies", ARTICLE)
-    machines["lhs"].wait_for(r"^exp/lhs: = 1 \+ 2  \[dies:1\]$")
-    kill(machines["lhs"])
-    machines["rhs"].wait_for(r"^exp/rhs: = 4  \[dies:2\.2\]$")
-    tree = machines.prompt("--tree", "--id", "dies", name="tree")
-    assert tree.wait_closed() == 0
-    unclaimed = {row.split()[-3] for row in tree.lines if row.endswith(" unclaimed")}
-    assert "exp/lhs" in unclaimed, tree.lines
-    assert prompt.popen.poll() is None, "the answer came without lhs"
-    machines.worker("exp", "lhs")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    assert prompt.wait_closed() == 0
+    an_exp_worker_dies(machines, "dies")
 
 
 def test_the_prompt_dies_and_a_new_one_attaches(machines: Topology) -> None:
-    first = machines.prompt("--id", "attach", ARTICLE, name="first")
-    machines["ops"].wait_for(r"\[attach:1\.3\]$")
-    kill(first)
-    second = machines.prompt("--id", "attach", ARTICLE, name="second")
-    assert second.wait_for(VALUE).group(0) == "-3"
-    assert second.wait_closed() == 0
-    replays = {t["what"] for t in machines.traces("lhs", "rhs") if t["id"] == "attach"}
-    assert f"= {ARTICLE}" in replays
-    operators_ran_once(machines, "attach")
+    the_prompt_dies(machines, "attach")
 
 
 def test_the_ops_worker_dies_mid_operation_and_another_takes_it(machines: Topology) -> None:
-    prompt = machines.prompt("--id", "taken", ARTICLE)
-    machines["ops"].wait_for(r"^ops/ops: \+ 1 2  \[taken:1\.3\]$")
-    kill(machines["ops"])
-    machines.worker("ops", "another", RESONATOR_OP_DELAY="1")
-    assert prompt.wait_for(VALUE).group(0) == "-3"
-    assert "taken:1.3" in operator_runs(machines, "another")
+    the_ops_worker_dies(machines, "taken")
 
 
 # ── Partitions longer than a lease ──────────────────────────────────────────
@@ -184,7 +160,7 @@ def test_a_host_cut_off_mid_operation(machines: Topology, hosts: Hosts, host: st
     watch.wait_for(unclaimed(f"{id}:3"))
     hosts.mend(host)
     assert prompt.wait_for(VALUE).group(0) == "-3"
-    ran = runs(machines, id)
+    ran = operators_of(machines, id)
     # * 3 -1 had its operands, so + and - had settled: they ran once. * may
     # have run twice, since its worker lost the lease it ran under.
     assert (ran[f"{id}:1.3"], ran[f"{id}:2.3"]) == (1, 1), ran

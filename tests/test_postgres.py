@@ -27,15 +27,13 @@ from hypothesis import strategies as st
 from resonator.harness.processes import Process, Topology, free_port
 from resonator.parser import Expr, render
 from resonator.servers import postgres
-from tests.conftest import available, kill, leased, operator_runs, oracle, trees
+from tests.conftest import ARTICLE, VALUE, available, kill, leased, operator_runs, oracle, trees
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-ARTICLE = "(1 + 2) * (3 - 4)"
 DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
-VALUE = r"^-?\d+$"
 
 
 @pytest.fixture

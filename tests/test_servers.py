@@ -21,14 +21,11 @@ import pytest
 
 from resonator.connections import Server
 from resonator.harness.processes import Process, Topology
-from tests.conftest import ask, available, envelope, kill, operator_runs
+from tests.conftest import ARTICLE, VALUE, ask, available, envelope, kill, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-ARTICLE = "(1 + 2) * (3 - 4)"
-VALUE = r"^-?\d+$"
 
 
 def post(url: str, kind: str, **data: Any) -> dict[str, Any]:

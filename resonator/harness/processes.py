@@ -301,8 +301,10 @@ class Topology:
         return self.start(name, command, env, stdin)
 
     def calculate(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``resonator --url URL ARGS``, run to its end (where ``where`` puts "calculate")."""
+        prefix = self.where.get("calculate", [])
         return subprocess.run(
-            python("-m", "resonator", "--url", self.url, *args),
+            [*prefix, *python("-m", "resonator", "--url", self.url, *args)],
             env=self.env | env,
             capture_output=True,
             text=True,
