@@ -16,8 +16,9 @@ Here each origin gets a heartbeat of its own, a task is renewed while any
 run of it is under way (at its newest version), and a heartbeat the server
 refuses is said once at the default level. (And a task's first renewal comes
 when it is due, half a lease after it began, not at once: a fifth of the
-requests of a short computation were heartbeats that renewed nothing.) Delete this module, and the
-``heartbeat=`` given in ``connections/__init__.py``, once the SDK does both.
+requests of a short computation were heartbeats that renewed nothing.)
+Delete this module, and the ``heartbeat=`` given in
+``connections/__init__.py``, once the SDK does both.
 """
 
 from __future__ import annotations

@@ -92,10 +92,10 @@ class Transcript:
             self.lines.append((name, line))
             self.changed.notify_all()
 
-    def after(self, seen: int) -> list[tuple[str, str]]:
-        """The lines from index ``seen`` on, once there is at least one."""
+    def after(self, seen: int, timeout: float | None = None) -> list[tuple[str, str]]:
+        """The lines from index ``seen`` on, once there is one (or none, after ``timeout``)."""
         with self.changed:
-            self.changed.wait_for(lambda: len(self.lines) > seen)
+            self.changed.wait_for(lambda: len(self.lines) > seen, timeout)
             return self.lines[seen:]
 
 

@@ -32,7 +32,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from resonator.connections import Server
-from resonator.harness.processes import TRACE, WAIT, Topology, missing
+from resonator.harness.processes import TRACE, WAIT, Topology, Transcript, missing
 from resonator.terminal.cli import setup_logging
 from resonator.terminal.tree import Node, Reader, rows, table
 from resonator.terminal.watch import follow, settled, show
@@ -74,8 +74,7 @@ class Demo:
         self.console = console
         self.pictures = pictures  # where to save pictures of scenario 1 and the topology
         self.live = console.is_terminal and not console.is_dumb_terminal
-        self.heard: list[tuple[str, str]] = []  # (process, line), every line printed
-        self.hearing = threading.Condition()
+        self.heard = Transcript()  # every line the processes printed, once relayed
         # Two-second leases, and operators that take a second.
         self.topology = Topology(server, RESONATOR_TTL="2", RESONATOR_OP_DELAY="1")
         threading.Thread(target=self.relay, daemon=True).start()
@@ -128,21 +127,17 @@ class Demo:
                         self.console.print(f"  [dim]{escape(line)}[/]")
                     else:
                         self.print(f"  {line}")
-                with self.hearing:
-                    self.heard.append((name, line))
-                    self.hearing.notify_all()
+                self.heard.add(name, line)
 
     def hear(self, names: tuple[str, ...], pattern: str) -> str:
         """Which of ``names`` first prints a line matching ``pattern`` (waiting for it)."""
         regex, seen = re.compile(pattern), 0
         deadline = time.monotonic() + WAIT
-        with self.hearing:
-            while time.monotonic() < deadline:
-                for name, line in self.heard[seen:]:
-                    if name in names and regex.search(line):
-                        return name
-                seen = len(self.heard)
-                self.hearing.wait(deadline - time.monotonic())
+        while (left := deadline - time.monotonic()) > 0:
+            for name, line in self.heard.after(seen, left):
+                seen += 1
+                if name in names and regex.search(line):
+                    return name
         raise TimeoutError(f"none of {', '.join(names)} printed {pattern!r}")
 
     # ── Watching ──
@@ -187,9 +182,7 @@ class Demo:
         """How many times each operator of ``id`` ran, counted from the workers' own lines."""
         ran: dict[str, list[str]] = defaultdict(list)  # in the order they ran
         what: dict[str, str] = {}
-        with self.hearing:
-            heard = list(self.heard)
-        for name, line in heard:
+        for name, line in self.heard.after(0, timeout=0):  # all heard so far
             trace = TRACE.match(line)
             if name in OPS and trace and trace["id"].startswith(f"{id}:"):
                 ran[trace["id"]].append(name)
