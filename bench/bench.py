@@ -44,16 +44,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resonator.connections import Server
+from resonate.resonate import DEFAULT_TTL
+
 from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
 from resonator.terminal.tree import Node, Reader
-from resonator.trace import Site
+from resonator.trace import Runner
 
 if TYPE_CHECKING:
-    from resonate.resonate import Resonate
-
     from resonator.parser import Expr, Op
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,22 +122,25 @@ def health(url: str) -> dict[str, Any]:
 
 
 class Client:
-    """A prompt's Resonate client in one mode, evaluating under fresh ids."""
+    """A prompt's Resonate client in one mode, computing under fresh ids."""
 
-    def __init__(self, mode: str, server: Server) -> None:
-        self.mode, self.server, self.n = mode, server, 0
-        self.resonate: Resonate = connect(server, "prompt", f"bench-{mode}", Site(mode))
+    def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
+        self.mode, self.url, self.n = mode, url, 0
+        runner = Runner(mode)
+        self.resonate, self.connection = connect(
+            url, "prompt", f"bench-{mode}", DEFAULT_TTL, runner, keep=keep
+        )
 
     async def __aenter__(self) -> Client:
         self.resonate.start()
-        if self.server.link:
-            await self.server.link.up.wait()
+        if self.connection.link:
+            await self.connection.link.up.wait()
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.resonate.stop()
 
-    async def evaluate(self, expr: Expr) -> tuple[str, float]:
+    async def timed(self, expr: Expr) -> tuple[str, float]:
         self.n += 1
         id = f"bench-{self.mode}-{self.n}"
         start = time.perf_counter()
@@ -147,13 +149,13 @@ class Client:
 
     async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
         for _ in range(warmup):
-            await self.evaluate(expr)
-        return [(await self.evaluate(expr))[1] for _ in range(runs)]
+            await self.timed(expr)
+        return [(await self.timed(expr))[1] for _ in range(runs)]
 
     async def promises(self, expr: Expr) -> int:
         """Durable promises one evaluation creates, counted on the server."""
-        id, _ = await self.evaluate(expr)
-        return count(await Reader(self.resonate.promises, None).tree(id))
+        id, _ = await self.timed(expr)
+        return count(await Reader(self.connection).tree(id))
 
     async def rate(self, expr: Expr, in_flight: int, total: int) -> float:
         """Evaluations per second with ``in_flight`` of them under way at all times."""
@@ -163,7 +165,7 @@ class Client:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                await self.evaluate(expr)
+                await self.timed(expr)
 
         start = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(in_flight)))
@@ -171,9 +173,9 @@ class Client:
 
     def held(self) -> int:
         """Promises the server holds now."""
-        if self.server.url is None:
-            return len(self.server.network.state.promises)  # type: ignore[union-attr]
-        return int(health(self.server.url)["promises"])
+        if self.url is None:
+            return len(self.connection.network.state.promises)  # type: ignore[attr-defined]
+        return int(health(self.url)["promises"])
 
 
 # ── The measurements ────────────────────────────────────────────────────────
@@ -222,7 +224,7 @@ async def history(
 
 async def protocol(client: Client, pid: int, runs: int) -> dict[str, float]:
     """Requests one operator takes, and what each costs the stand-in in CPU."""
-    url = client.server.url
+    url = client.url
     assert url is not None
     before, cpu = health(url)["requests"], cpu_seconds(pid)
     await client.latencies(ONE, runs, warmup=0)
@@ -262,7 +264,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
-    async with Client("embedded", Server(None)) as embedded:
+    async with Client("embedded", None) as embedded:
         for name, expr in shapes.items():
             operators, depth = size(expr)
             promises = await embedded.promises(expr)
@@ -274,7 +276,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for mode in report["modes"][1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
-            async with Client(mode, Server(topology.url)) as client:
+            async with Client(mode, topology.url) as client:
                 for name, figures in (await latency(client, shapes, args.runs)).items():
                     rows[name] |= figures
                 if mode == "standin":
@@ -303,12 +305,12 @@ def workloads(args: argparse.Namespace) -> dict[str, Expr]:
 async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]:
     """The history workload, each mode on a fresh server that keeps ``keep`` computations."""
     runs = {}
-    embedded = Client("embedded", Server(None, keep=keep))
+    embedded = Client("embedded", None, keep)
     async with embedded:
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
         topology.standard()
-        remote = Client("standin", Server(topology.url))
+        remote = Client("standin", topology.url)
         async with remote:
             pid = topology["server"].popen.pid
             workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}

@@ -1,3 +1,5 @@
-from resonator.resonator import run
+import sys
 
-run()
+from resonator.resonator import main
+
+sys.exit(main())

@@ -40,9 +40,9 @@ _TOKEN = re.compile(r"\s*(?:([0-9]+)|(\*\*|[-+*()])|(\S))")
 
 
 class ParseError(ValueError):
-    """Text that is not an expression; ``column`` is 0-based."""
+    """Text that is not an expression; ``column`` is 0-based (None: the text as a whole)."""
 
-    def __init__(self, message: str, column: int) -> None:
+    def __init__(self, message: str, column: int | None) -> None:
         super().__init__(message)
         self.message = message
         self.column = column
@@ -52,8 +52,7 @@ def parse(text: str) -> Expr:
     """Parse ``text`` into an expression tree, or raise ``ParseError``."""
     if len(text) > MAX_LENGTH:
         raise ParseError(
-            f"expression too long: {len(text)} characters (the limit is {MAX_LENGTH})",
-            MAX_LENGTH,
+            f"expression too long: {len(text)} characters (the limit is {MAX_LENGTH})", None
         )
     return _Parser(text).parse()
 

@@ -19,20 +19,21 @@ With no server to talk to, the prompt runs all of it in one process.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
+from resonate.resonate import Resonate
+
 from resonator import worker
-from resonator.connections import Server
+from resonator.connections import Connection
 from resonator.parser import render
-from resonator.terminal import cli, prompt
-from resonator.trace import Site, evaluating, operating
+from resonator.terminal import batch, cli, follow, prompt
+from resonator.trace import Runner, evaluating, operating
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from datetime import timedelta
 
     from resonate.context import Context
-    from resonate.resonate import Resonate
 
     # Known to the type checker only. Left unresolved at run time, the SDK
     # hands "=" its argument as decoded from JSON (lists where the tree had
@@ -100,20 +101,41 @@ FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
 # ── A client ────────────────────────────────────────────────────────────────
 
 
-def connect(server: Server, group: str, pid: str, site: Site, ttl: float | None = None) -> Resonate:
+def connect(
+    url: str | None,
+    group: str,
+    pid: str,
+    ttl: timedelta,
+    runner: Runner,
+    *,
+    keep: int | None = None,
+) -> tuple[Resonate, Connection]:
     """This process's Resonate client, with the four functions registered.
 
-    With no server URL, the server is the SDK's, in this process: every task,
-    whatever its target, is delivered here. ``site`` is what the functions
-    know of this process (its name, for trace lines). ``ttl`` is the lease on
-    a task: how soon the work of a process that died is handed out again.
-    Call ``start()`` on the result inside a running event loop.
+    ``url`` is the server (None: the SDK's own, in this process: every task,
+    whatever its target, is delivered here). ``group`` and ``pid`` say which
+    tasks are this process's: those sent to ``poll://any@group`` and to
+    ``poll://uni@group/pid``. ``ttl`` is the lease on a task it takes: how
+    soon the work of a process that died is handed out again. ``runner`` is
+    what the functions know of this process (its name, for trace lines).
+    In this process, the server keeps the ``keep`` most recently settled
+    computations (None: all). Call ``start()`` on the client inside a running event loop.
     """
-    resonate = server.client(group, pid, ttl)
+    connection = Connection(url, group, pid, ttl, keep)  # each part works around a defect
+    resonate = Resonate(
+        network=connection.network,  # where requests go: the server at url
+        sources=connection.sources,  # where work and results come from
+        group=group,
+        pid=pid,
+        ttl=ttl,
+        heartbeat=connection.heartbeat,  # renews the leases of the tasks in hand
+        subscription_refresh_secs=connection.refresh_secs,
+        autostart=False,
+    )
     for name, function in FUNCTIONS.items():
         resonate.register(function, name=name)
-    resonate.with_dependency(site)
-    return resonate
+    resonate.with_dependency(runner)
+    return resonate, connection
 
 
 # ── Start-up: one program, three roles ──────────────────────────────────────
@@ -122,19 +144,24 @@ def connect(server: Server, group: str, pid: str, site: Site, ttl: float | None 
 def main(argv: list[str] | None = None) -> int:
     """Become what GRP names: an exp worker, an ops worker, or (unset) the prompt."""
     args, settings = cli.arguments(argv)
-    cli.setup_logging(args.verbose, worker=settings.group is not None)
-    server = Server(settings.url, settings.keep)
-    site = Site(settings.name, settings.op_delay, settings.exp_delay)
-    resonate = connect(server, settings.group or "prompt", settings.pid, site, settings.ttl)
-    if settings.group is not None:
-        return worker.run(resonate, server, settings.group, settings.pid)
+    cli.setup_logging(args.verbose, worker=settings.role == "worker")
+    runner = Runner(settings.name, settings.op_delay, settings.exp_delay)
+    group = settings.group or "prompt"
+    resonate, connection = connect(
+        settings.url, group, settings.pid, settings.ttl, runner, keep=settings.keep
+    )
+    if settings.role == "worker":
+        return worker.work(resonate, connection)
     # The prompt starts each computation with the root's target set to any
     # exp worker. The root's first run happens in the prompt; each later run
     # (a replay once a child settles, or the rerun when the prompt dies) goes
     # to an exp worker: a root belongs to no prompt, so no prompt waits on
     # another's.
-    return prompt.run(resonate.options(target=EXP), server, args)
-
-
-def run() -> None:
-    sys.exit(main())
+    computations = resonate.options(target=EXP)
+    match settings.role:
+        case "prompt":  # the ❯, typed at
+            return prompt.converse(computations, connection)
+        case "batch":  # expressions given as arguments or piped in
+            return batch.compute_all(computations, connection, args)
+        case _:  # --tree or --watch of a computation that exists
+            return follow.follow(computations, connection, args)

@@ -16,19 +16,19 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from resonator.terminal.text import window
+
 if TYPE_CHECKING:
     from resonate.context import Context
 
 log = logging.getLogger("resonator")
 
-WINDOW = 60  # columns of a step shown in a trace line
-
 
 @dataclass(frozen=True)
-class Site:
-    """Where durable functions run, as they see it (a Resonate dependency)."""
+class Runner:
+    """The process that runs the durable functions, as they see it (a Resonate dependency)."""
 
-    name: str  # "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
+    name: str  # for trace lines: "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
     # Seconds each operator, and each run of "=", takes: time to crash a
     # process in the middle of a step, for demonstrations.
     op_delay: float = 0.0
@@ -36,24 +36,16 @@ class Site:
 
 
 def trace(ctx: Context, what: str) -> None:
-    log.info("%s: %s  [%s]", ctx.get_dependency(Site).name, window(what), ctx.info.id)
+    log.info("%s: %s  [%s]", ctx.get_dependency(Runner).name, window(what), ctx.info.id)
 
 
 async def evaluating(ctx: Context, what: str) -> None:
     """What every run of "=" does first: say so, then take its time."""
     trace(ctx, what)
-    await asyncio.sleep(ctx.get_dependency(Site).exp_delay)
+    await asyncio.sleep(ctx.get_dependency(Runner).exp_delay)
 
 
 async def operating(ctx: Context, what: str) -> None:
     """What every operator does before it answers: say so, then take its time."""
     trace(ctx, what)
-    await asyncio.sleep(ctx.get_dependency(Site).op_delay)
-
-
-def window(what: str) -> str:
-    """A long step as its first and last columns, and how long it is."""
-    if len(what) <= WINDOW:
-        return what
-    half = WINDOW // 2
-    return f"{what[:half]}…{what[-half:]} ({len(what)} characters)"
+    await asyncio.sleep(ctx.get_dependency(Runner).op_delay)

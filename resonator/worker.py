@@ -7,28 +7,29 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from resonator.connections import ids, shut_down
+from resonator.connections import shut_down
 
 if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
-    from resonator.connections import Server
+    from resonator.connections import Connection
 
 log = logging.getLogger("resonator")
 
 
-def run(resonate: Resonate, server: Server, group: str, pid: str) -> int:
+def work(resonate: Resonate, connection: Connection) -> int:
+    """Take work until SIGINT or SIGTERM; the exit status."""
+    name = f"group={connection.group} pid={connection.pid}"
     try:
-        return asyncio.run(serve(resonate, server, f"group={group} pid={pid}"))
+        return asyncio.run(until_stopped(resonate, connection, name))
     except Exception as error:
         log.debug("the worker failed", exc_info=True)
         log.error("resonator: %s: %s (-vv shows more)", type(error).__name__, error)
         return 1
 
 
-async def serve(resonate: Resonate, server: Server, me: str) -> int:
-    """Take work until SIGINT or SIGTERM; the exit status."""
-    serving = asyncio.ensure_future(take_work(resonate, server, me))
+async def until_stopped(resonate: Resonate, connection: Connection, name: str) -> int:
+    serving = asyncio.ensure_future(take_work(resonate, connection, name))
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, serving.cancel)
     resonate.start()
@@ -39,23 +40,24 @@ async def serve(resonate: Resonate, server: Server, me: str) -> int:
     finally:
         await shut_down(resonate)
     if status == 0:
-        log.info("worker stopped: %s", me)
+        log.info("worker stopped: %s", name)
     return status
 
 
-async def take_work(resonate: Resonate, server: Server, me: str) -> int:
+async def take_work(resonate: Resonate, connection: Connection, name: str) -> int:
     """Say when the server first answers, then serve until cancelled."""
-    assert server.link is not None
-    if denial := await server.link.answered():
-        # Said once; the stream is asked again now and then, quietly, in case
-        # the server is given this token.
+    link = connection.link
+    assert link is not None
+    while denial := await link.turned_away():
+        # A server that refuses the SDK's ids would send this worker its
+        # tasks again and again: it stops instead, at once (docs/servers.md).
+        if link.incompatible:
+            log.error("resonator: %s; this worker stops", denial)
+            return 1
+        # Turned away for its credentials: said, and the stream is asked
+        # again now and then, quietly, in case the server is given this token.
         log.error("resonator: %s; retrying", denial)
-        await server.link.up.wait()
-    # A server that refuses the SDK's ids would send this worker its tasks
-    # again and again: it stops instead, at once (docs/servers.md).
-    if why := await ids.refusal(resonate, server.link.url):
-        log.error("resonator: %s; this worker stops", why)
-        return 1
-    log.info("worker started: %s", me)
+        await link.up.wait()
+    log.info("worker started: %s", name)
     await asyncio.Future()  # until cancelled
     return 0

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from resonate.resonate import DEFAULT_TTL
 
-from resonator.connections import Server
 from resonator.harness.processes import TRACE, WAIT
 from resonator.parser import render
 from resonator.resonator import EXP, connect
-from resonator.terminal.batch import Batch, Result
+from resonator.terminal.batch import Batch, Report
 from resonator.terminal.client import Client
-from resonator.trace import Site
-from tests.conftest import oracle, trees
+from resonator.trace import Runner
+from tests.helpers import oracle, trees
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -96,7 +96,7 @@ class Counted(Batch):
         self.ahead: list[int] = []
         self.enough = asyncio.Event()  # 200 reported
 
-    def report(self, result: Result) -> None:
+    def report(self, result: Report) -> None:
         self.reported += 1
         if self.reported == 200:
             self.enough.set()
@@ -111,17 +111,14 @@ def test_a_long_input_is_read_only_as_fast_as_there_is_room() -> None:
     jobs = 8
 
     async def scenario() -> Counted:
-        resonate = connect(Server(None), "prompt", "test", Site("test", op_delay=0.01))
-        client = Client(resonate.options(target=EXP), Server(None))
-        client.start()
+        runner = Runner("test", op_delay=0.01)
+        resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, runner)
         args = argparse.Namespace(id=None, watch=False, tree=False, jobs=jobs)
-        batch = Counted(client, args)
-        try:
-            run = asyncio.ensure_future(batch.run(batch.lines(100_000)))
+        async with Client(resonate.options(target=EXP), connection) as client:
+            batch = Counted(client, args)
+            reporting = asyncio.ensure_future(batch.report_all(batch.lines(100_000)))
             await batch.enough.wait()
-            run.cancel()
-        finally:
-            await client.close()
+            reporting.cancel()
         return batch
 
     batch = asyncio.run(scenario())

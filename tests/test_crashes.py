@@ -10,12 +10,13 @@ message it could not deliver). Kill points are trace lines, never timers;
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 
 from resonator.harness.processes import Topology, free_port, started
-from tests.conftest import (
+from tests.helpers import (
     ARTICLE,
     VALUE,
     an_exp_worker_dies,
@@ -111,15 +112,33 @@ def test_7_the_server_restarts_and_everyone_reconnects(slow: Topology) -> None:
     assert prompt.wait_for(VALUE, after=prompt.send(ARTICLE)).group(0) == "-3"
 
 
-def test_8_a_worker_started_before_the_server_connects_when_it_appears() -> None:
+def test_8_a_worker_started_before_the_server_waits_for_it_and_connects_when_it_appears() -> None:
     with Topology() as topology:
         topology.port = free_port()
         topology.url = f"http://127.0.0.1:{topology.port}"
         worker = topology.worker("exp", "lhs", wait=False)
-        worker.wait_for("^cannot reach the Resonate server at")
+        # At first, as under honcho, the server may be starting too ...
+        url = re.escape(topology.url)
+        worker.wait_for(rf"^waiting for the Resonate server at {url} \(connection refused\)$")
+        # ... but a few seconds on, it is not there, and the worker says so, once.
+        worker.wait_for(
+            rf"^cannot reach the Resonate server at {url} \(connection refused\); retrying$"
+        )
         topology.server()
         started(worker, "exp", "lhs")
         assert sum("cannot reach" in line for line in worker.lines) == 1
+        assert f"connected to {topology.url}" in worker.lines
+
+
+def test_8_a_worker_whose_server_appears_within_seconds_only_waits_for_it() -> None:
+    with Topology() as topology:
+        topology.port = free_port()
+        topology.url = f"http://127.0.0.1:{topology.port}"
+        worker = topology.worker("exp", "lhs", wait=False)
+        worker.wait_for(r"^waiting for the Resonate server at ")
+        topology.server()
+        started(worker, "exp", "lhs")
+        assert not any("cannot reach" in line for line in worker.lines), worker.lines
 
 
 def test_9_a_prompt_hears_at_once_that_a_restarted_server_forgot_its_computation(

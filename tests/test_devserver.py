@@ -13,7 +13,7 @@ from resonate.connections.local import ServerState
 
 from resonator.servers.devserver import DevServer
 from resonator.servers.model import IndexedServerState
-from tests.conftest import envelope
+from tests.helpers import envelope
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -12,11 +12,14 @@ from resonate.error import ApplicationError
 from resonate.resonate import Resonate
 
 from resonator.parser import MAX_LENGTH, Expr, parse, render
-from tests.conftest import embedded, oracle, trees
+from tests.helpers import embedded, oracle, trees
+
+# The fast tier (`uv run pytest -m fast`): the lesson's logic, in-process.
+pytestmark = pytest.mark.fast
 
 
 async def evaluate(*texts: str) -> list[int]:
-    async with embedded() as resonate:
+    async with embedded() as (resonate, _):
         handles = [resonate.run(f"t{i}", "=", parse(text)) for i, text in enumerate(texts)]
         return [await handle.result() for handle in handles]
 
@@ -60,7 +63,7 @@ def test_the_articles_examples_at_once() -> None:
 
 def test_every_node_is_a_durable_promise_with_its_route() -> None:
     async def scenario() -> dict[str, tuple[str, object]]:
-        async with embedded() as resonate:
+        async with embedded() as (resonate, _):
             await resonate.run("calc", "=", parse("(1 + 2) * (3 - 4)")).result()
             ids = ["calc", "calc:1", "calc:2", "calc:3", "calc:1.1", "calc:1.2", "calc:1.3"]
             records = {id: await resonate.promises.get(id) for id in ids}
@@ -79,7 +82,7 @@ def test_the_same_id_returns_the_stored_result_without_running_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> tuple[int, int]:
-        async with embedded() as resonate:
+        async with embedded() as (resonate, _):
             first = await resonate.run("same", "=", parse("(1 + 2) * 3")).result()
             ran = len(caplog.records)
             again = await resonate.run("same", "=", parse("(1 + 2) * 3")).result()
@@ -108,7 +111,7 @@ async def noop(ctx: object, x: int) -> int:
     reason="resonate-sdk 0.8.1: its periodic check takes a promise being created for a lost one",
 )
 def test_the_sdks_periodic_check_leaves_a_promise_being_created_alone() -> None:
-    """Why Server.client turns that check off: when this passes, the SDK is fixed."""
+    """Why ``Connection`` turns that check off: when this passes, the SDK is fixed."""
 
     async def failures(refresh: float) -> int:
         resonate = Resonate(

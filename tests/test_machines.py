@@ -1,6 +1,6 @@
 """Resonator on several machines: hosts that are network namespaces, cut off and put back.
 
-Five hosts on one switch (``resonator/harness/hosts.py``): ``db`` runs the
+Five hosts on one switch (``tests/hosts.py``): ``db`` runs the
 server (the stand-in with a token, or Postgres with a password) on its
 address, ``lhs``, ``rhs`` and ``ops`` a worker each, ``cli`` the prompt. A
 host reaches the others and nothing else. Leases are two seconds and
@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resonator.harness.hosts import Hosts, Unavailable
 from resonator.harness.processes import WAIT, Topology, python, started
-from tests.conftest import (
+from tests.helpers import (
     ARTICLE,
     VALUE,
     an_exp_worker_dies,
@@ -51,6 +50,7 @@ from tests.conftest import (
     the_ops_worker_dies,
     the_prompt_dies,
 )
+from tests.hosts import Hosts, Unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -6,6 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -14,7 +15,10 @@ from resonate.error import ServerError
 
 from resonator.parser import parse
 from resonator.servers.model import IndexedServerState
-from tests.conftest import embedded
+from tests.helpers import embedded
+
+# The fast tier (`uv run pytest -m fast`): the lesson's logic, in-process.
+pytestmark = pytest.mark.fast
 
 IDS = ["a", "a:1", "a:2", "a:1.1", "b"]
 TARGETS = ["poll://any@ops", "poll://uni@exp/lhs"]
@@ -190,7 +194,7 @@ test_the_indexed_model_answers_as_the_sdks_own = SameAnswers.TestCase
 
 def test_only_the_last_computations_are_kept() -> None:
     async def scenario() -> tuple[list[bool], int]:
-        async with embedded(keep=2) as resonate:
+        async with embedded(keep=2) as (resonate, _):
             for i in range(5):
                 assert await resonate.run(f"c{i}", "=", parse("(1 + 2) * 3")).result() == 9
             state = resonate._network.state  # type: ignore[attr-defined]

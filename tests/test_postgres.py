@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from resonator.harness.processes import Process, Topology, free_port
 from resonator.parser import Expr, render
 from resonator.servers import postgres
-from tests.conftest import ARTICLE, VALUE, available, kill, leased, operator_runs, oracle, trees
+from tests.helpers import ARTICLE, VALUE, available, kill, leased, operator_runs, oracle, trees
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -158,7 +158,7 @@ def test_without_a_schema_file_it_says_where_to_get_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(postgres, "SCHEMA_URL", f"http://127.0.0.1:{free_port()}/resonate.sql")
-    with pytest.raises(postgres.Trouble) as trouble:
+    with pytest.raises(postgres.CannotStart) as trouble:
         postgres.schema(None, tmp_path / "resonate.sql")
     assert str(trouble.value).startswith("no schema: could not download resonate.sql (")
     assert str(trouble.value).endswith(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import select
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pyte
 import pytest
 
 from resonator.harness.processes import WAIT, Topology, free_port
-from tests.conftest import available
+from tests.helpers import available, kill
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,6 +105,10 @@ class Terminal:
                 ) from None
             self.printed += printed
             self.stream.feed(printed)
+
+    def printed_times(self, text: str, times: int) -> None:
+        """Once ``text`` was printed ``times`` times in all."""
+        self.wait_until(f"{text!r} {times} times", lambda: self.transcript.count(text) >= times)
 
     def showing(self, text: str) -> str:
         """The screen, once ``text`` is on it."""
@@ -201,37 +206,43 @@ def test_ctrl_c_at_the_moment_the_prompt_appears_clears_it_every_time() -> None:
     assert answers == [True] * 30
 
 
-def test_a_server_out_of_reach_is_said_once_and_ctrl_c_claims_nothing() -> None:
-    with Terminal("--url", f"http://127.0.0.1:{free_port()}") as terminal:
-        terminal.ready()
-        terminal.type("1 + 2\r")
-        terminal.showing("(Ctrl-C stops waiting)")
-        terminal.type("\x03")
-        shown = terminal.showing("stopped waiting for the server; nothing was started")
-        assert "goes on as" not in shown
-        terminal.ready()
-        terminal.type("\x04")
-        assert terminal.exit_status() == 0
-    assert terminal.transcript.count("cannot reach the Resonate server at") == 1
-    assert "Traceback" not in terminal.transcript
+@pytest.mark.parametrize("term", ["dumb", DRAWN])
+def test_a_server_out_of_reach_ends_the_prompt_at_once_before_it_is_drawn(term: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with Terminal("--url", url, term=term) as terminal:
+        assert terminal.exit_status() == 1
+    assert time.monotonic() - started < 5  # not after the five seconds it would wait for an answer
+    assert terminal.transcript.strip() == (
+        f"resonator: cannot reach the Resonate server at {url} (connection refused)"
+    )
 
 
-def test_ctrl_c_while_waiting_stops_the_wait_every_time() -> None:
-    # Ctrl-C at a new prompt's first wait, 50 times. The prompt used to hang
-    # when Ctrl-C came just before its wait began, or end with "cannot
-    # release un-acquired lock" when it came inside the wait's lock handling.
+def test_ctrl_c_while_waiting_for_a_server_gone_stops_the_wait_every_time() -> None:
+    # Ctrl-C at a wait for a server that went away, 10 prompts with 5 waits
+    # each. The prompt used to hang when Ctrl-C came just before its wait
+    # began, or end with "cannot release un-acquired lock" when it came
+    # inside the wait's lock handling.
     stopped = []
-    for _ in range(50):
-        with Terminal("--url", f"http://127.0.0.1:{free_port()}") as terminal:
-            terminal.ready()
-            terminal.type("1 + 2\r")
-            terminal.showing("(Ctrl-C stops waiting)")
-            terminal.type("\x03")
-            terminal.showing("nothing was started")
-            terminal.ready()
-            terminal.type("\x04")
-            assert terminal.exit_status() == 0
-            stopped.append("Traceback" not in terminal.transcript)
+    with Topology() as topology:
+        for _ in range(10):
+            topology.server()
+            with Terminal("--url", topology.url) as terminal:
+                terminal.ready()
+                kill(topology["server"])
+                terminal.showing("cannot reach the Resonate server at")
+                for n in range(1, 6):
+                    terminal.ready()
+                    terminal.type("1 + 2\r")
+                    terminal.printed_times(f"waiting for the server at {topology.url} (Ctrl-C", n)
+                    terminal.type("\x03")
+                    terminal.printed_times("stopped waiting for the server; nothing was started", n)
+                    stopped.append("Traceback" not in terminal.transcript)
+                terminal.ready()
+                terminal.type("\x04")
+                assert terminal.exit_status() == 0
+            assert terminal.transcript.count("cannot reach the Resonate server at") == 1
+            assert "goes on as" not in terminal.transcript
     assert stopped == [True] * 50
 
 
@@ -287,11 +298,17 @@ def test_what_the_client_says_appears_above_a_prompt_drawn_again(state: dict[str
     with Topology() as topology:
         topology.standard()
         with Terminal("--url", topology.url, term=DRAWN, **state) as terminal:
-            terminal.showing(f"connected to {topology.url}")
-            # Below that line a ❯ is drawn again, and the prompt still works.
+            terminal.ready()
+            kill(topology["server"])  # said while the ❯ is drawn ...
+            terminal.showing("cannot reach the Resonate server at")
+            # ... above it: below that line a ❯ is drawn again.
             screen = terminal.ready().splitlines()
-            assert screen.index(f"connected to {topology.url}") < terminal.screen.cursor.y
-            terminal.type("1 + 2\r")
+            said = next(row for row, line in enumerate(screen) if line.startswith("cannot reach"))
+            assert said < terminal.screen.cursor.y
+            topology.server()  # the same port, empty memory
+            terminal.printed_times(f"connected to {topology.url}", 2)
+            terminal.ready()
+            terminal.type("1 + 2\r")  # and the prompt still works
             terminal.showing("= 3")
             terminal.ready()
             terminal.type("\x04")
@@ -355,10 +372,22 @@ def test_history_is_kept_between_sessions(state: dict[str, str]) -> None:
         assert terminal.exit_status() == 0
 
 
-def test_a_server_that_refuses_the_sdks_ids_is_named_and_the_prompt_exits_1() -> None:
+def test_a_server_that_refuses_the_sdks_ids_ends_the_prompt_before_it_is_drawn() -> None:
     with Topology(available("resonate-0.9.8")) as topology:
         topology.server()
         with Terminal("--url", topology.url, term=DRAWN) as terminal:
             assert terminal.exit_status() == 1
         said = [line for line in terminal.lines() if "refuses" in line]
     assert said[0].startswith(f"resonator: the Resonate server at {topology.url} refuses ")
+    assert "❯" not in terminal.transcript  # nothing typed goes to a prompt about to go
+
+
+def test_a_server_that_refuses_the_token_ends_the_prompt_before_it_is_drawn() -> None:
+    with Topology(RESONATE_TOKEN=secrets.token_urlsafe(16)) as topology:
+        topology.server()  # which asks for the token; the prompt has none
+        with Terminal("--url", topology.url, term=DRAWN, RESONATE_TOKEN="") as terminal:
+            assert terminal.exit_status() == 1
+    assert terminal.transcript.strip() == (
+        f"resonator: the Resonate server at {topology.url} refused this process, "
+        "which has no token (set RESONATE_TOKEN)"
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.harness.processes import WAIT
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 if TYPE_CHECKING:
     from pathlib import Path

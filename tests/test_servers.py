@@ -18,10 +18,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from resonate.resonate import DEFAULT_TTL
 
-from resonator.connections import Server
 from resonator.harness.processes import Process, Topology
-from tests.conftest import ARTICLE, VALUE, ask, available, envelope, kill, operator_runs
+from resonator.resonator import connect
+from resonator.trace import Runner
+from tests.helpers import ARTICLE, VALUE, ask, available, envelope, kill, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -190,7 +192,7 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
 ) -> None:
     # Work waits for exp/lhs: a computation whose root is addressed to it.
     async def addressed_to_lhs() -> None:
-        resonate = Server(refusing.url).client("test", "test")
+        resonate, _ = connect(refusing.url, "test", "test", DEFAULT_TTL, Runner("test"))
         resonate.start()
         try:
             await resonate.options(target="poll://uni@exp/lhs").rpc("spin", "=", ("+", 1, 2)).id()

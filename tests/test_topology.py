@@ -9,7 +9,7 @@ import pytest
 
 from resonator.harness.processes import Topology, python
 from resonator.parser import Expr, parse, render
-from tests.conftest import oracle
+from tests.helpers import oracle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -93,6 +93,24 @@ def test_the_same_id_runs_nothing_again(topology: Topology) -> None:
     assert other.stderr.splitlines()[-1] == (
         "error: id again already names another expression: (1 + 2) * 3"
     )
+
+
+def test_a_reused_id_of_another_expression_is_refused_before_anything_is_computed() -> None:
+    with Topology() as topology:
+        topology.server()
+        topology.worker("exp", "lhs")
+        topology.worker("exp", "rhs")
+        topology.worker("ops", "ops", RESONATOR_OP_DELAY="30")
+        first = topology.prompt("--id", "clash", "(1 + 2) * 3")
+        topology["ops"].wait_for(r"^ops/ops: \+ 1 2  \[clash:1\.3\]$")  # and 30 s to go
+        other = topology.calculate("--id", "clash", "2 + 2")
+        assert (other.returncode, other.stdout) == (1, "")
+        assert other.stderr.splitlines()[-1] == (
+            "error: id clash already names another expression: (1 + 2) * 3"
+        )
+        # Refused at once: the first is still computing, and nothing of 2 + 2 ran.
+        assert first.popen.poll() is None
+        assert [t["what"] for t in topology.traces("ops")] == ["+ 1 2"]
 
 
 def test_workers_stop_cleanly_on_ctrl_c_and_sigterm(topology: Topology) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from resonator.parser import Expr, parse, render
 from resonator.terminal.tree import Node, Reader, draw
-from tests.conftest import embedded, oracle, trees
+from tests.helpers import embedded, oracle, trees
 
 if TYPE_CHECKING:
     from resonator.harness.processes import Topology
@@ -38,9 +38,9 @@ def expected(expr: Expr, id: str, where: str) -> Node:
 
 
 async def computed_tree(text: str) -> Node | None:
-    async with embedded() as resonate:
+    async with embedded() as (resonate, connection):
         await resonate.run("calc", "=", parse(text)).result()
-        return await Reader(resonate.promises, None).tree("calc")
+        return await Reader(connection).tree("calc")
 
 
 def test_the_articles_tree_has_ten_nodes_with_their_values() -> None:
@@ -68,8 +68,8 @@ def test_every_tree_matches_its_expression(expr: Expr) -> None:
 
 def test_an_unknown_id_has_no_tree() -> None:
     async def scenario() -> Node | None:
-        async with embedded() as resonate:
-            return await Reader(resonate.promises, None).tree("nothing")
+        async with embedded() as (_, connection):
+            return await Reader(connection).tree("nothing")
 
     assert asyncio.run(scenario()) is None
 

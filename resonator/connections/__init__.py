@@ -24,11 +24,10 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from resonate.connections import HttpConnection, LocalConnection
-from resonate.resonate import DEFAULT_TTL, HEARTBEAT_INTERVAL_DIVISOR, Resonate
+from resonate.resonate import HEARTBEAT_INTERVAL_DIVISOR
 from resonate.send import Sender
 from resonate.transport import Transport
 
@@ -38,58 +37,73 @@ from resonator.connections.sse import KeepListening
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
-    from resonate.heartbeat import Heartbeat
+    from datetime import timedelta
+
+    from resonate.resonate import Resonate
     from resonate.types import PromiseRecord
     from resonate_base.connections import Network, Source
 
 log = logging.getLogger("resonator")
 
 
-class Server:
-    """Where a process's server is, how it fares, and the connection to it."""
+class Connection:
+    """What a process gives ``Resonate(...)`` to reach its server: a workaround for each defect.
 
-    def __init__(self, url: str | None, keep: int | None = None) -> None:
-        self.url = url  # None: the SDK's in-process server, in this process
+    ``url`` None is the SDK's in-process server. Otherwise the parts work
+    around defects of resonate-sdk 0.8.1 and resonate-pg 0.8.0, each in a file
+    that can be deleted once its defect is fixed:
+
+    - ``sources``: the SDK's SSE listener dies silently after five minutes
+      (``sse.py``); resonate-pg's stops firing timers after its first error
+      (``postgres.py``). Ours keep going, and tell the ``link`` how they fare.
+    - ``network``: the SDK's HTTP connection, with a backoff that notices a
+      restarted server within seconds instead of a minute (``link.py``).
+    - ``heartbeat``: the SDK's renews every lease a process holds in one
+      request, which the protocol refuses once they belong to two
+      computations, so none is renewed (``heartbeat.py``).
+    - ``refresh_secs``, 0: the SDK's periodic check of awaited promises takes
+      a promise still being created for one that is gone (docs/sdk-0.4.md).
+      It is off; the prompt asks again after each reconnection (``listen``).
+
+    The in-process server also forgets all but the ``keep`` most recently
+    settled computations (None: none), so that its memory stays flat.
+    """
+
+    refresh_secs = 0.0
+
+    def __init__(
+        self, url: str | None, group: str, pid: str, ttl: timedelta, keep: int | None = None
+    ) -> None:
+        self.url, self.group, self.pid = url, group, pid
         self.token = os.environ.get("RESONATE_TOKEN") or None
         # Told whether the server can reach us (None in-process: it always can).
         self.link = Link(url) if url else None
-        self.keep = keep  # in-process: settled computations kept (None: all)
-        self.network: Network | None = None
-        self.sender: Sender | None = None  # requests of our own, beside the SDK's
-        self.address = ""  # where the server pushes to this process alone
+        self.network: Network
+        self.sources: list[Source]
+        if url is None:
+            local = LocalConnection(pid=pid, group=group)
+            local.state = IndexedServerState(keep)
+            self.network, self.sources = local, [local]
+        elif url.startswith(("postgresql://", "postgres://")):
+            # psycopg takes a while to import: only a process on Postgres pays for it.
+            from resonator.connections.postgres import KeepSweeping
 
-    def client(self, group: str, pid: str, ttl: float | None = None) -> Resonate:
-        """A Resonate client for this process, not started yet.
-
-        ``ttl`` is the lease on a task in seconds (None: the SDK's): how soon
-        the work of a process that died is handed out again.
-        """
-        network, sources = self.connections(group, pid)
-        # The token goes in each request's head too: the real server reads it there.
-        self.sender = Sender(Transport(network), self.token)
-        self.address = sources[0].unicast()
-        lease = timedelta(seconds=ttl) if ttl else DEFAULT_TTL
-        return Resonate(
-            network=network,
-            sources=sources,
-            group=group,
-            pid=pid,
-            ttl=lease,
-            token=self.token,  # in the head of every request it sends
-            heartbeat=self.heartbeat(self.sender, pid, lease),
-            # The SDK's periodic check of awaited promises is off: it takes a
-            # promise that is still being created for one that is gone (see
-            # docs/sdk-0.4.md). The prompt checks after each reconnection instead.
-            subscription_refresh_secs=0,
-            autostart=False,
-        )
-
-    def heartbeat(self, sender: Sender, pid: str, lease: timedelta) -> Heartbeat | None:
-        """What renews this process's leases: see ``heartbeat.py`` (None: the SDK's)."""
-        if self.url is None:
-            return None  # in-process, no lease lapses
-        every = int(lease.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
-        return HeartbeatPerOrigin(pid, max(every, 1), sender)
+            assert self.link is not None
+            database = KeepSweeping(url, group, pid, self.link)
+            self.network, self.sources = database, [database]
+        else:
+            assert self.link is not None
+            self.network = HttpConnection(url, auth=self.token, backoff=BACKOFF)
+            self.sources = [KeepListening(url, group, pid, self.link, self.token)]
+        # Requests of our own, beside the SDK's; the token goes in each
+        # request's head too, where the real server reads it.
+        self.sender = Sender(Transport(self.network), self.token)
+        if self.link:
+            self.link.sender = self.sender  # to ask whether the server takes this SDK's ids
+        self.heartbeat = None
+        if url is not None:  # in-process, no lease lapses: the SDK's does nothing
+            every = int(ttl.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
+            self.heartbeat = HeartbeatPerOrigin(pid, max(every, 1), self.sender)
 
     async def listen(self, id: str) -> PromiseRecord:
         """Promise ``id`` as the server has it, which is to tell this process when it settles.
@@ -97,32 +111,10 @@ class Server:
         The SDK asks this once, as it starts a computation. If that request
         was lost in an outage (on Postgres, a request cut off mid-way is
         rolled back when the database ends its session), nobody would ever
-        tell this process; asked again, the server has it for sure.
+        tell this process; asked again, the server has it for sure. The
+        record's value is as the server keeps it, encoded.
         """
-        assert self.sender is not None, "no client yet"
-        return await self.sender.promise_register_listener(id, self.address)
-
-    def connections(self, group: str, pid: str) -> tuple[Network, list[Source]]:
-        """The SDK connections (network, sources) for this process."""
-        network: Network
-        sources: list[Source]
-        if self.url is None:
-            local = LocalConnection(pid=pid, group=group)
-            local.state = IndexedServerState(self.keep)
-            network, sources = local, [local]
-        elif self.url.startswith(("postgresql://", "postgres://")):
-            # psycopg takes a while to import: only a process on Postgres pays for it.
-            from resonator.connections.postgres import KeepSweeping
-
-            assert self.link is not None
-            database = KeepSweeping(self.url, group, pid, self.link)
-            network, sources = database, [database]
-        else:
-            assert self.link is not None
-            network = HttpConnection(self.url, auth=self.token, backoff=BACKOFF)
-            sources = [KeepListening(self.url, group, pid, self.link, self.token)]
-        self.network = network
-        return network, sources
+        return await self.sender.promise_register_listener(id, self.sources[0].unicast())
 
 
 def healthy(url: str) -> bool:

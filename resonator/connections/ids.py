@@ -9,8 +9,9 @@ spins, four times a second, without a word: the SDK has no hook that would
 notice. So each process asks, once its server answers: it creates one child
 promise, timed out from the start, that nothing will ever run.
 
-Delete this module, and its two callers (``worker.py`` and
-``terminal/prompt.py``), once no server in use refuses these ids.
+``Link`` (``link.py``) asks, the first time the server answers, and counts a
+refusal as the server turning the process away. Delete this module, and the
+probe in ``link.py``, once no server in use refuses these ids.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from resonate.error import ServerError
 from resonate.ids import join_id
-from resonate.types import Value
+from resonate.types import PromiseCreateReq
 
 if TYPE_CHECKING:
-    from resonate.resonate import Resonate
+    from resonate.send import Sender
 
 PROBE = "resonator-probe"  # the root of the child promise the check creates
 WORKING = (
@@ -31,11 +32,11 @@ WORKING = (
 )
 
 
-async def refusal(resonate: Resonate, url: str) -> str | None:
+async def refusal(sender: Sender, url: str) -> str | None:
     """What to say if the server at ``url`` refuses the ids of this SDK; None if it takes them."""
     tags = {"resonate:origin": PROBE}
     try:
-        await resonate.promises.create(join_id(PROBE, "1"), 0, Value(), tags)
+        await sender.promise_create(PromiseCreateReq(id=join_id(PROBE, "1"), tags=tags))
     except ServerError as error:
         if error.code != 400:
             raise

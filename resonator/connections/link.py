@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 import urllib.parse
+from typing import TYPE_CHECKING
 
 import aiohttp
 from resonate.retry import ExponentialBackoff
+
+from resonator.connections.ids import refusal
+
+if TYPE_CHECKING:
+    from resonate.send import Sender
 
 log = logging.getLogger("resonator")
 
 # The SDK reconnects by itself; a short ladder makes a restarted server
 # noticed within seconds instead of a minute.
 BACKOFF = ExponentialBackoff(initial=0.25, max_delay=2.0)
+# For this long after it starts, a worker whose server does not answer yet
+# waits for it: the server may be starting too, as under honcho.
+STARTING = 10.0
 
 
 class Refused(ConnectionError):
@@ -31,22 +42,30 @@ class Link:
     """The channel on which work and results reach this process, and how it fares.
 
     It says "connected to ..." when the channel first works and each time it
-    works again, and "cannot reach ..." once per outage. ``silent``: say
-    nothing until the first connection (a batch run says itself, once, that
-    it gave up waiting). A server that turns this process's credentials away
-    before it ever served it is not the Link's to say: ``answered`` tells the
-    process, which stops (the prompt) or says so and waits (a worker).
+    works again, and "cannot reach ..." once per outage. Before it first
+    works, a worker says it is "waiting for" its server, and only later that
+    it cannot reach it. A terminal (``gives_up``) says nothing itself: a
+    server that is not there (nothing listens, its name does not resolve) or
+    that turns our credentials away ends its wait at once, and ``turned_away``
+    says why. A worker turned away says so and keeps asking, quietly.
     """
 
-    def __init__(self, url: str, silent: bool = False) -> None:
+    def __init__(self, url: str, sender: Sender | None = None) -> None:
         self.url = printable(url)
+        # Asks the server, once it answers, whether it takes this SDK's ids.
+        self.sender = sender
+        self.probe: asyncio.Future[str | None] | None = None
+        self.incompatible = False  # the server refuses this SDK's ids: asking again is in vain
         self.up = asyncio.Event()  # set while the channel works
         self.down = asyncio.Event()  # set while it does not, once it was tried
-        self.denied = asyncio.Event()  # set once the server turns away our credentials
-        self.silent = silent
+        self.denied = asyncio.Event()  # set once it is clear that waiting is in vain
+        self.gives_up = False
         self.lost_reported = False
+        self.waiting_reported = False
         self.ever_up = False
-        self.why = ""  # why the server turned the last attempt away, if it did
+        self.why = ""  # why the last attempt failed, if it is known
+        self.denial = ""  # what to say of a wait that is in vain
+        self.born = time.monotonic()
 
     def connected(self) -> None:
         if self.up.is_set():
@@ -58,7 +77,6 @@ class Link:
         if not self.ever_up or self.lost_reported:
             log.warning("connected to %s", self.url)
         self.ever_up = True
-        self.silent = False
         self.lost_reported = False
 
     def paused(self) -> None:
@@ -66,45 +84,87 @@ class Link:
         self.up.clear()
         self.down.set()
 
-    def lost(self, why: Exception) -> None:
+    def lost(self, error: Exception) -> None:
         self.up.clear()
         self.down.set()
-        if isinstance(why, Refused):
-            self.why = str(why)
-        if isinstance(why, Unauthorized):
+        self.why = cause(error)
+        log.debug("connection to %s failed: %r", self.url, error)
+        first = not self.ever_up  # it never worked yet
+        if isinstance(error, Unauthorized):
+            self.denial = f"the Resonate server at {self.url} refused {error}"
             self.denied.set()
-            # Turned away before it was ever served: the process says so (``answered``).
-            self.lost_reported |= not self.ever_up
-        log.debug("connection to %s failed: %r", self.url, why)
-        if self.lost_reported or self.silent:
+        elif first and self.gives_up and self.why:
+            self.denial = f"cannot reach the Resonate server at {self.url} ({self.why})"
+            self.denied.set()
+        if self.lost_reported or (first and (self.gives_up or isinstance(error, Unauthorized))):
+            return  # said already, or the process says it (``turned_away``)
+        # Why, as far as it is known: at first, or when the server said it.
+        because = f" ({self.why})" if self.why and (first or isinstance(error, Refused)) else ""
+        if first and not isinstance(error, Refused) and time.monotonic() - self.born < STARTING:
+            if not self.waiting_reported:
+                self.waiting_reported = True
+                log.warning("waiting for the Resonate server at %s%s", self.url, because)
             return
         self.lost_reported = True
-        if isinstance(why, Unauthorized):
-            log.warning("%s; retrying", self.denial())
-        elif isinstance(why, Refused):
-            log.warning("cannot reach the Resonate server at %s (%s); retrying", self.url, why)
-        elif isinstance(why, OSError | aiohttp.ClientError):
-            log.warning("cannot reach the Resonate server at %s; retrying", self.url)
+        if isinstance(error, Unauthorized):
+            log.warning("%s; retrying", self.denial)
+        elif isinstance(error, OSError | aiohttp.ClientError) or because:
+            log.warning("cannot reach the Resonate server at %s%s; retrying", self.url, because)
         else:
             log.warning(
                 "the stream from the Resonate server at %s broke (%s: %s); listening again",
                 self.url,
-                type(why).__name__,
-                why,
+                type(error).__name__,
+                error,
             )
 
-    async def answered(self) -> str | None:
-        """Once the channel works, None; or why not, if the server first turns us away for good."""
-        either = [asyncio.ensure_future(event.wait()) for event in (self.up, self.denied)]
-        try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in either:
-                waiting.cancel()
-        return None if self.up.is_set() else self.denial()
+    async def turned_away(self) -> str | None:
+        """None once the server serves us; or, if waiting for it is in vain, why.
 
-    def denial(self) -> str:
-        return f"the Resonate server at {self.url} refused {self.why}"
+        It serves us once the channel works and the server takes this SDK's
+        ids (``ids.py``), which is asked the first time it works.
+        """
+        while True:
+            either = [asyncio.ensure_future(event.wait()) for event in (self.up, self.denied)]
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in either:
+                    waiting.cancel()
+            if not self.up.is_set():
+                return self.denial
+            if self.sender is None:
+                return None
+            if self.probe is None:
+                self.probe = asyncio.ensure_future(refusal(self.sender, self.url))
+            try:
+                refused = await asyncio.shield(self.probe)
+            except Exception as error:
+                log.debug("the check of the server's ids failed: %r", error)
+                self.probe = None
+                if self.up.is_set():
+                    return None  # it answers, but not this: nothing to hold the process back for
+                continue  # cut off mid-way: asked again once the channel is back
+            if refused:
+                self.incompatible = True
+                self.denial = refused
+                self.denied.set()
+            return refused
+
+
+def cause(error: BaseException) -> str:
+    """Why a connection failed, in a few words, when that is known for sure; else ""."""
+    if isinstance(error, Refused):
+        return str(error)
+    seen: BaseException | None = error
+    while seen is not None:
+        said = str(seen)
+        if isinstance(seen, ConnectionRefusedError) or "Connection refused" in said:
+            return "connection refused"
+        if isinstance(seen, socket.gaierror) or "failed to resolve host" in said:
+            return "no such host"
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return ""
 
 
 def printable(url: str) -> str:

@@ -1,4 +1,4 @@
-"""Real processes, for the tests, the benchmark and the demo: on loopback, or on ``hosts.py``'s.
+"""Real processes, for the tests, the benchmark and the demo: on loopback, or on other hosts.
 
 Each child's output is read line by line as it is printed. Readiness and
 progress are awaited as printed lines (``wait_for``), never by sleeping.
@@ -205,7 +205,7 @@ class Topology:
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "RUST_LOG": RESONATE_LOG, **env}
         # The command prefix that runs a process of that name on another host
-        # (``hosts.py``); a name not in it runs here.
+        # (the tests' ``hosts.py``); a name not in it runs here.
         self.where: dict[str, list[str]] = {}
         self.processes: dict[str, Process] = {}  # the latest of each name
         self.history: list[Process] = []  # every one ever started

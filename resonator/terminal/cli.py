@@ -10,7 +10,10 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import NoReturn
+from datetime import timedelta
+from typing import Literal, NoReturn
+
+from resonate.resonate import DEFAULT_TTL
 
 from resonator.connections import healthy
 from resonator.servers import KEEP, OneLine, positive
@@ -40,17 +43,23 @@ environment:
 """
 
 
+# What a process does: work (GRP set); or the ❯ prompt; or compute the
+# expressions given or piped in; or show a computation that exists.
+type Role = Literal["worker", "prompt", "batch", "follow"]
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What the environment says this process is."""
+    """What the command line and the environment say this process is."""
 
-    group: str | None  # None: the prompt
+    group: str | None  # None: not a worker
     pid: str
     url: str | None  # None: embedded, everything in this process
-    ttl: float | None  # None: the SDK's
+    ttl: timedelta  # a task's lease
     op_delay: float  # seconds each operator takes
     exp_delay: float  # seconds each run of "=" takes
     keep: int  # embedded: settled computations kept in memory
+    role: Role = "prompt"
 
     @property
     def name(self) -> str:
@@ -124,7 +133,14 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     elif settings.url is None and (settings.group or healthy(DEFAULT_URL)):
         # A worker waits for the default server; the prompt uses it if it answers.
         settings = dataclasses.replace(settings, url=DEFAULT_URL)
-    return args, settings
+    role: Role = "prompt"
+    if settings.group:
+        role = "worker"
+    elif alone and args.id:
+        role = "follow"
+    elif args.expressions or args.id or not sys.stdin.isatty():
+        role = "batch"
+    return args, dataclasses.replace(settings, role=role)
 
 
 def environment(url: str | None) -> Settings:
@@ -142,10 +158,10 @@ def environment(url: str | None) -> Settings:
         group=group,
         pid=pid or uuid.uuid4().hex[:8],
         url=url or os.environ.get("RESONATE_URL") or None,
-        ttl=seconds("RESONATOR_TTL"),
+        ttl=timedelta(seconds=ttl) if (ttl := seconds("RESONATOR_TTL")) else DEFAULT_TTL,
         op_delay=seconds("RESONATOR_OP_DELAY") or 0.0,
         exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0,
-        keep=count("RESONATOR_KEEP", KEEP),
+        keep=number("RESONATOR_KEEP", KEEP),
     )
 
 
@@ -162,7 +178,7 @@ def seconds(name: str) -> float | None:
     return value
 
 
-def count(name: str, default: int) -> int:
+def number(name: str, default: int) -> int:
     """The environment variable ``name`` as a positive whole number."""
     text = os.environ.get(name) or str(default)
     try:
@@ -184,7 +200,7 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     """
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    handler = Printed(worker)
+    handler = CurrentStream(worker)
     debug = verbosity >= 2
     if debug:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -198,7 +214,7 @@ def setup_logging(verbosity: int, worker: bool) -> None:
     logging.getLogger("resonator").setLevel(level)
 
 
-class Printed(logging.StreamHandler):  # type: ignore[type-arg]
+class CurrentStream(logging.StreamHandler):  # type: ignore[type-arg]
     """Each line to stdout (a worker's) or stderr, as they are when it is printed.
 
     While the ❯ prompt is drawn, both are replaced by streams that print above it.

@@ -27,15 +27,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resonate.resonate import DEFAULT_TTL
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from resonator.connections import Server
+from resonator.connections import Connection
 from resonator.harness.processes import TRACE, WAIT, Topology, Transcript, missing
 from resonator.terminal.cli import setup_logging
 from resonator.terminal.tree import Node, Reader, rows, table
-from resonator.terminal.watch import follow, settled, show
+from resonator.terminal.watch import changes, ended, show
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -81,7 +82,7 @@ class Demo:
         self.loop = asyncio.Runner()
         self.loop.get_loop()  # made now: a Ctrl-C later must not find it half made
         self.reader: Reader | None = None
-        self.server: Server | None = None
+        self.connection: Connection | None = None
 
     def start(self) -> None:
         """The server, exp/lhs, exp/rhs and two ops workers; a client to read with."""
@@ -90,17 +91,16 @@ class Demo:
         self.say(f"{server} at {self.topology.url}; exp/lhs, exp/rhs and two ops workers")
         for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS[0]), ("ops", OPS[1])):
             self.topology.worker(group, pid)
-        # Never started: it only reads promises and tasks.
-        self.server = Server(self.topology.url)
-        client = self.server.client("demo", "demo")
-        self.reader = Reader(client.promises, self.server.network, self.server.token)
+        # Never started: it only sends requests, to read promises and tasks.
+        self.connection = Connection(self.topology.url, "demo", "demo", DEFAULT_TTL)
+        self.reader = Reader(self.connection)
 
     def stop(self) -> None:
         """Every process it started, and its own client: stopped, however the demo ended."""
         try:
             self.topology.__exit__(None, None, None)
-            if self.server and self.server.network:
-                self.loop.run(self.server.network.stop())
+            if self.connection:
+                self.loop.run(self.connection.network.stop())
         finally:
             self.loop.close()
 
@@ -142,10 +142,10 @@ class Demo:
 
     # ── Watching ──
 
-    def watch(self, id: str, until: Callable[[Node], bool] = settled) -> Node:
+    def watch(self, id: str, until: Callable[[Node], bool] = ended) -> Node:
         """Show the tree of ``id`` each time it changes, until ``until`` holds for it."""
         assert self.reader is not None
-        last = self.loop.run(show(before(follow(self.reader, id), until), self.console))
+        last = self.loop.run(show(before(changes(self.reader, id), until), self.console))
         assert last is not None
         return last
 
@@ -242,7 +242,7 @@ def scenario_1(demo: Demo) -> bool:
         demo.save(topology(), "topology.svg", "Resonator: the processes and the server")
     demo.say("exp/lhs comes back, with the same pid, and takes up = 1 + 2:")
     demo.topology.worker("exp", "lhs")
-    demo.watch("demo-1", settled)
+    demo.watch("demo-1", ended)
     right = demo.answer(prompt)
     demo.operators("demo-1", "Each operator ran once: the work for exp/lhs waited for it.")
     return right
@@ -255,7 +255,7 @@ def scenario_2(demo: Demo) -> bool:
     busy = demo.hear(OPS, r"\+ 1 2  \[demo-2:1\.3\]$")
     demo.kill(busy, "in the middle of + 1 2")
     demo.say("When its lease lapses (2 s), the other ops worker takes + 1 2:")
-    demo.watch("demo-2", settled)
+    demo.watch("demo-2", ended)
     right = demo.answer(prompt)
     demo.topology.worker("ops", busy)
     demo.operators("demo-2", "Nothing that had settled ran again.")
@@ -270,7 +270,7 @@ def scenario_3(demo: Demo) -> bool:
     demo.kill("prompt-3", "while it waits")
     demo.say("A new prompt asks for the same id, and attaches to the same computation:")
     second = demo.prompt("demo-3", "another-prompt-3")
-    demo.watch("demo-3", settled)
+    demo.watch("demo-3", ended)
     right = demo.answer(second)
     demo.operators("demo-3", "Each operator ran once: the computation went on without a prompt.")
     return right
@@ -328,9 +328,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(right) else 1
 
 
-def cli() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -26,8 +26,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from resonate.codec import Codec, NoopEncryptor
 from resonate.error import ServerError
 from resonate.ids import ORIGIN_SEP, join_id
+from resonate.promises import Promises
 from resonate_base import PROTOCOL_VERSION
 from rich.table import Table
 from rich.text import Text
@@ -35,8 +37,7 @@ from rich.text import Text
 from resonator.parser import render
 
 if TYPE_CHECKING:
-    from resonate.promises import Promises
-    from resonate_base.connections import Network
+    from resonator.connections import Connection
 
 TASK = {"acquired": "running", "suspended": "awaiting", "pending": "unclaimed"}
 
@@ -51,28 +52,28 @@ class Node:
     task: str = ""  # pending only: running, awaiting or unclaimed ("" if not known)
     children: list[Node] = field(default_factory=list)
 
-    def settled(self) -> bool:
-        return self.state != "pending" and all(child.settled() for child in self.children)
+    def final(self) -> bool:
+        """It and every promise under it settled: it will never change again."""
+        return self.state != "pending" and all(child.final() for child in self.children)
 
 
 class Reader:
-    """Reads computations from a server: promises through the client, tasks through its connection.
+    """Reads computations from the server of a ``Connection``: their promises, and their tasks.
 
-    A settled subtree never changes, so it is read once and then remembered:
-    following a computation costs reads of its unsettled part only.
+    A subtree whose every promise settled never changes, so it is read once
+    and then remembered: following a computation costs reads of its pending
+    part only.
     """
 
-    def __init__(
-        self, promises: Promises, network: Network | None, token: str | None = None
-    ) -> None:
-        self.promises = promises
-        self.network = network
-        self.token = token  # for the head of the requests sent here, where the real server reads it
-        self.settled: dict[str, Node] = {}
+    def __init__(self, connection: Connection) -> None:
+        self.promises = Promises(connection.sender, Codec(NoopEncryptor()))
+        self.network = connection.network
+        self.token = connection.token  # for the head of task.get, where the real server reads it
+        self.finals: dict[str, Node] = {}  # subtrees that will never change, by root id
 
     async def tree(self, id: str) -> Node | None:
         """The tree under promise ``id``, or None if there is no such promise."""
-        if known := self.settled.get(id):
+        if known := self.finals.get(id):
             return known
         try:
             record = await self.promises.get(id)
@@ -88,20 +89,18 @@ class Reader:
         node = Node(
             id=id,
             what=what,
-            where=route(id, record.tags.get("resonate:target", "")),
+            where=place(id, record.tags.get("resonate:target", "")),
             state=record.state,
             value=record.value.data,
             task=await self.task(id) if record.state == "pending" else "",
             children=[child for child in children if child is not None],
         )
-        if node.settled():
-            self.settled[id] = node
+        if node.final():
+            self.finals[id] = node
         return node
 
     async def task(self, id: str) -> str:
         """What the task of promise ``id`` is doing, if the server says."""
-        if self.network is None:
-            return ""
         head = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
         if self.token:
             head["auth"] = self.token
@@ -113,7 +112,7 @@ class Reader:
             return ""  # a server that does not know task.get, or no task
 
 
-def route(id: str, target: str) -> str:
+def place(id: str, target: str) -> str:
     """``poll://uni@exp/lhs`` → ``exp/lhs``, ``poll://any@ops`` → ``ops``."""
     if ORIGIN_SEP not in id:
         return "root"

@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 EVERY = 0.2  # seconds between reads
 
 
-def settled(root: Node) -> bool:
+def ended(root: Node) -> bool:
+    """The computation ended: its root settled."""
     return root.state != "pending"
 
 
-async def follow(reader: Reader, id: str) -> AsyncGenerator[Node]:
+async def changes(reader: Reader, id: str) -> AsyncGenerator[Node]:
     """Each new state of the tree of ``id``, until its root settles."""
     shown = None
     while True:
@@ -42,7 +43,7 @@ async def follow(reader: Reader, id: str) -> AsyncGenerator[Node]:
         if (text := draw(root)) != shown:
             shown = text
             yield root
-        if settled(root):
+        if ended(root):
             return
         await asyncio.sleep(EVERY)
 

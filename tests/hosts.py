@@ -131,7 +131,7 @@ class Hosts:
         results: list[T] = []
         errors: list[BaseException] = []
 
-        def run() -> None:
+        def in_namespace() -> None:
             try:
                 with open(f"/run/netns/{self.namespace(name)}") as namespace:
                     os.setns(namespace.fileno(), os.CLONE_NEWNET)
@@ -139,7 +139,7 @@ class Hosts:
             except BaseException as error:
                 errors.append(error)
 
-        thread = threading.Thread(target=run)
+        thread = threading.Thread(target=in_namespace)
         thread.start()
         thread.join()
         if errors:

@@ -1,0 +1,70 @@
+"""Text as a terminal shows it: escaped controls, columns, windows, and a caret under a column."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resonator.parser import ParseError
+
+WINDOW = 60  # columns of a long text shown at once: a trace line's step, or an input
+
+
+def syntax_error(text: str, error: ParseError) -> str:
+    """The message, the input as a terminal shows it, and a caret under the column.
+
+    Control characters are shown escaped (``\\x00``), in the input and in the
+    message alike; tabs as the spaces they would take; and a long input as a
+    window around the column. An error of no column (the input is too long)
+    is the message alone.
+    """
+    message = escaped(error.message)
+    if error.column is None:
+        return f"syntax error: {message}"
+    pieces = [shown(char) for char in expand_tabs(text)]
+    column = len(expand_tabs(text[: error.column]))
+    widths = [width(piece) for piece in pieces]
+    start, end = 0, len(pieces)
+    if sum(widths) > WINDOW:
+        start = max(0, min(column - WINDOW // 2, len(pieces) - WINDOW // 2))
+        end = start
+        while end < len(pieces) and sum(widths[start : end + 1]) <= WINDOW:
+            end += 1
+    before = "…" if start > 0 else ""
+    after = "…" if end < len(pieces) else ""
+    caret = len(before) + sum(widths[start:column])
+    line = before + "".join(pieces[start:end]) + after
+    return f"syntax error: {message}\n  {line}\n  {' ' * caret}^"
+
+
+def window(text: str) -> str:
+    """A long text as its first and last columns, and how long it is."""
+    if len(text) <= WINDOW:
+        return text
+    half = WINDOW // 2
+    return f"{text[:half]}…{text[-half:]} ({len(text)} characters)"
+
+
+def expand_tabs(text: str) -> str:
+    return text.expandtabs(8)
+
+
+def escaped(text: str) -> str:
+    """``text`` as it can be safely printed: control and format characters escaped."""
+    return "".join(map(shown, text))
+
+
+def shown(char: str) -> str:
+    """A character as it can be safely printed: control and format characters escaped."""
+    if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
+def width(piece: str) -> int:
+    """Terminal columns: wide characters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in piece
+    )
