@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import operator
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -179,3 +181,31 @@ def the_ops_worker_dies(topology: Topology, id: str) -> None:
     assert prompt.wait_for(VALUE).group(0) == "-3"
     # The operation that died with its worker was taken up by the other one.
     assert f"{id}:1.3" in operator_runs(topology, "another")
+
+
+# ── The real server's auth: JWTs signed with an Ed25519 key ─────────────────
+
+
+def jwt_keys(folder: Path) -> tuple[Path, Path]:
+    """A new Ed25519 key pair made by openssl in ``folder``: (private key, public key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key, public = folder / "key.pem", folder / "public.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key], check=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", public], check=True)
+    return key, public
+
+
+def signed(claims: dict[str, object], key: Path) -> str:
+    """A JWT of ``claims``, signed by openssl with the Ed25519 private key ``key``."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = {"alg": "EdDSA", "typ": "JWT"}
+    signing = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(claims).encode())}"
+    # Ed25519 signs the whole message at once: openssl takes it from a file.
+    message = key.with_suffix(".message")
+    message.write_text(signing)
+    command = ["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", str(message)]
+    signature = subprocess.run(command, capture_output=True, check=True)
+    return f"{signing}.{b64(signature.stdout)}"

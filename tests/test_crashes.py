@@ -10,12 +10,15 @@ message it could not deliver). Kill points are trace lines, never timers;
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
 
-from resonator.harness.processes import Topology, free_port, started
+from resonator.harness.processes import WAIT, Topology, free_port, started
 from tests.helpers import (
     ARTICLE,
     VALUE,
@@ -152,3 +155,30 @@ def test_9_a_prompt_hears_at_once_that_a_restarted_server_forgot_its_computation
     # Well before the SDK's own check, once a minute.
     prompt.wait_for("^error: the server no longer has computation forgotten", timeout=15)
     assert prompt.wait_closed() == 1
+
+
+@pytest.mark.parametrize("kind", ["stand-in", "postgres", "resonate-sqlite"])
+def test_a_computation_that_settled_while_its_prompt_was_away_is_printed(kind: str) -> None:
+    # The prompt is stopped, and its channel broken, as its operator runs;
+    # the computation settles while it is away. Once it runs again it
+    # reconnects and reads the root, resolved: it took the record's value,
+    # still encoded, for no number, and said "computation away ended resolved".
+    with Topology(available(kind)) as topology:
+        leased(topology)  # operators take a second
+        prompt = topology.prompt("--id", "away", "1 + 2", PID="away")
+        topology["ops"].wait_for(r"^ops/ops: \+ 1 2  \[away:3\]$")
+        prompt.signal(signal.SIGSTOP)
+        with contextlib.ExitStack() as away:
+            if kind == "stand-in":
+                # Another stream for the prompt's address takes its place:
+                # the stand-in ends the prompt's, and this one hears the news.
+                stream = urllib.request.urlopen(f"{topology.url}/poll/prompt/away", timeout=WAIT)
+                away.enter_context(stream)
+            else:
+                kill(topology["server"])  # and started again, on its files
+                topology.server()
+            again = topology.calculate("--id", "away", "1 + 2")  # which attaches, and waits
+            assert (again.returncode, again.stdout) == (0, "3\n"), again.stderr
+        prompt.signal(signal.SIGCONT)
+        assert prompt.wait_for(VALUE).group(0) == "3"
+        assert prompt.wait_closed() == 0

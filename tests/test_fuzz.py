@@ -215,8 +215,12 @@ def hung_up(connection: socket.socket) -> bool:
 
 @pytest.fixture
 def patient() -> Iterator[Topology]:
-    """A stand-in that gives a request 2 s and takes 50 connections, and its workers."""
-    args = ("--request-timeout", "2", "--max-connections", "50")
+    """A stand-in that gives a request 10 s and takes 50 connections, and its workers.
+
+    Long enough for all the connections a test makes to be open at once, however
+    slowly a busy machine lets the stand-in take them.
+    """
+    args = ("--request-timeout", "10", "--max-connections", "50")
     with Topology(server_args=args) as topology:
         yield topology.standard()
 
@@ -226,8 +230,9 @@ def test_slow_clients_are_capped_and_timed_out(patient: Topology) -> None:
     # Over the cap, or past the timeout: every one of them is hung up on.
     assert all(hung_up(connection) for connection in held)
     assert patient.calculate(VALID[0]).stdout == "-3\n"
-    capped = [line for line in patient["server"].lines if "the most allowed" in line]
-    assert capped == ["50 connections are open, the most allowed: new ones are closed at once"]
+    said = "50 connections are open, the most allowed: new ones are closed at once"
+    patient["server"].wait_for(f"^{said}$")
+    assert [line for line in patient["server"].lines if "the most allowed" in line] == [said]
 
 
 def test_a_shortage_of_file_descriptors_is_said_once(patient: Topology) -> None:

@@ -30,6 +30,7 @@ import re
 import secrets
 import signal
 import subprocess
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,12 +78,12 @@ def hosts() -> Iterator[Hosts]:
 def cluster(request: pytest.FixtureRequest, hosts: Hosts) -> Iterator[Topology]:
     """The server on db, on the stand-in with a token (and -v) or on Postgres with a password."""
     kind = available(request.param)
-    listen = ("--host", hosts.addresses["db"])
     if kind == "stand-in":
-        topology = Topology(kind, (*listen, "-v"), RESONATOR_TTL="2", RESONATE_TOKEN=TOKEN)
+        topology = Topology(kind, ("-v",), RESONATOR_TTL="2", RESONATE_TOKEN=TOKEN)
     else:
-        topology = Topology(kind, listen, RESONATOR_TTL="2")
+        topology = Topology(kind, RESONATOR_TTL="2")
     with topology:
+        topology.host = hosts.addresses["db"]
         topology.where = {name: hosts.on(host) for name, host in PLACES.items()}
         topology.server()
         yield topology
@@ -179,6 +180,45 @@ def test_the_prompts_host_cut_off_while_it_holds_the_root(machines: Topology, ho
     hosts.mend("cli")
     assert prompt.wait_for(VALUE).group(0) == "-3"
     operators_ran_once(machines, "cli-cut")
+
+
+def test_a_cut_shorter_than_half_the_lease_costs_no_second_run(
+    machines: Topology, hosts: Hosts
+) -> None:
+    # A 4 s lease, renewed by heartbeats, and an operator that takes 6 s.
+    kill(machines["ops"])
+    ops = machines.worker("ops", "ops", RESONATOR_TTL="4", RESONATOR_OP_DELAY="6")
+    prompt = machines.prompt("--id", "short-cut", "1 + 2")
+    ops.wait_for(r"^ops/ops: \+ 1 2  \[short-cut:3\]$")
+    # Waiting for time to pass is the point: the cable is cut 1.9 s into the
+    # operator, for 1.9 s, less than half the lease. The SDK's heartbeat
+    # sent one beat, half a lease in, which waited in TCP's retransmissions
+    # until the lease had lapsed, and the operator ran again.
+    time.sleep(1.9)
+    hosts.cut("ops")
+    time.sleep(1.9)
+    hosts.mend("ops")
+    assert prompt.wait_for(VALUE).group(0) == "3"
+    assert operators_of(machines, "short-cut") == {"short-cut:3": 1}
+    kill(ops)  # the next test gets the usual one
+
+
+def test_a_computation_that_settles_while_its_prompt_is_cut_off_is_printed(
+    machines: Topology, hosts: Hosts
+) -> None:
+    # The prompt's host is cut off as the operator starts, for longer than
+    # the computation takes. On Postgres its drains hang and it sees the
+    # outage; once the cable is back it reads the root again, resolved, and
+    # it printed "error: computation gone ended resolved" instead of 3.
+    prompt = machines.prompt("--id", "gone", "1 + 2")
+    machines["ops"].wait_for(r"^ops/ops: \+ 1 2  \[gone:3\]$")
+    hosts.cut("cli")
+    # The computation ends without the prompt: an exp worker fulfils the root.
+    watch = machines.prompt("--watch", "--id", "gone", name="watch")
+    watch.wait_for(r"^gone\s.*\sresolved\s+3$")
+    hosts.mend("cli")
+    assert prompt.wait_for(VALUE).group(0) == "3"
+    assert prompt.wait_closed() == 0
 
 
 # ── Who gets in ─────────────────────────────────────────────────────────────

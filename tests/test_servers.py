@@ -9,7 +9,6 @@ SDK's own model leaves out. These run where ``resonate`` is on PATH (CI puts
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import shutil
@@ -23,7 +22,17 @@ from resonate.resonate import DEFAULT_TTL
 from resonator.harness.processes import Process, Topology
 from resonator.resonator import connect
 from resonator.trace import Runner
-from tests.helpers import ARTICLE, VALUE, ask, available, envelope, kill, operator_runs
+from tests.helpers import (
+    ARTICLE,
+    VALUE,
+    ask,
+    available,
+    envelope,
+    jwt_keys,
+    kill,
+    operator_runs,
+    signed,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -221,29 +230,11 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
 # ── The real server's own auth ──────────────────────────────────────────────
 
 
-def signed(claims: dict[str, object], key: Path) -> str:
-    """A JWT of ``claims``, signed by openssl with the Ed25519 private key ``key``."""
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    head = {"alg": "EdDSA", "typ": "JWT"}
-    signing = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(claims).encode())}"
-    # Ed25519 signs the whole message at once: openssl takes it from a file.
-    message = key.with_suffix(".message")
-    message.write_text(signing)
-    command = ["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", str(message)]
-    signature = subprocess.run(command, capture_output=True, check=True)
-    return f"{signing}.{b64(signature.stdout)}"
-
-
 def test_the_real_server_lets_in_only_a_token_signed_by_its_key(tmp_path: Path) -> None:
     # docs/machines.md: resonate --auth-publickey, and RESONATE_TOKEN a JWT.
     if shutil.which("openssl") is None:
         pytest.skip("no openssl to make a key pair and sign a token with")
-    key, public = tmp_path / "key.pem", tmp_path / "public.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key], check=True)
-    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", public], check=True)
+    key, public = jwt_keys(tmp_path)
     # An empty prefix: every promise id; the token is good for an hour.
     token = signed({"prefix": "", "exp": int(time.time()) + 3600}, key)
     auth = ("--auth-publickey", str(public))
@@ -251,8 +242,7 @@ def test_the_real_server_lets_in_only_a_token_signed_by_its_key(tmp_path: Path) 
         topology.standard()
         done = topology.calculate(ARTICLE)
         assert (done.returncode, done.stdout) == (0, "-3\n")
-        other = tmp_path / "other.pem"
-        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", other], check=True)
+        other, _ = jwt_keys(tmp_path / "other")
         refused = f"resonator: the Resonate server at {topology.url} refused this process"
         for wrong, said in (
             (signed({"prefix": "", "exp": int(time.time()) + 3600}, other), "'s token"),

@@ -27,7 +27,6 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 from resonate.connections import HttpConnection, LocalConnection
-from resonate.resonate import HEARTBEAT_INTERVAL_DIVISOR
 from resonate.send import Sender
 from resonate.transport import Transport
 
@@ -60,7 +59,8 @@ class Connection:
       restarted server within seconds instead of a minute (``link.py``).
     - ``heartbeat``: the SDK's renews every lease a process holds in one
       request, which the protocol refuses once they belong to two
-      computations, so none is renewed (``heartbeat.py``).
+      computations, so none is renewed; and it waits for each beat's answer,
+      so a beat lost in a short cut lapsed a lease (``heartbeat.py``).
     - ``refresh_secs``, 0: the SDK's periodic check of awaited promises takes
       a promise still being created for one that is gone (docs/sdk-0.4.md).
       It is off; the prompt asks again after each reconnection (``listen``).
@@ -102,8 +102,8 @@ class Connection:
             self.link.sender = self.sender  # to ask whether the server takes this SDK's ids
         self.heartbeat = None
         if url is not None:  # in-process, no lease lapses: the SDK's does nothing
-            every = int(ttl.total_seconds() * 1000) // HEARTBEAT_INTERVAL_DIVISOR
-            self.heartbeat = HeartbeatPerOrigin(pid, max(every, 1), self.sender)
+            lease_ms = int(ttl.total_seconds() * 1000)
+            self.heartbeat = HeartbeatPerOrigin(pid, lease_ms, self.sender)
 
     async def listen(self, id: str) -> PromiseRecord:
         """Promise ``id`` as the server has it, which is to tell this process when it settles.

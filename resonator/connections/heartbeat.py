@@ -1,6 +1,6 @@
-"""Leases that hold while a process works on several computations at once.
+"""Leases that hold while a process works on several computations at once, and across short cuts.
 
-Works around two defects of resonate-sdk 0.8.1's ``AsyncHeartbeat``
+Works around three defects of resonate-sdk 0.8.1's ``AsyncHeartbeat``
 (``resonate/heartbeat.py``):
 
 - It renews every task the process holds in one ``task.heartbeat``. The
@@ -11,18 +11,28 @@ Works around two defects of resonate-sdk 0.8.1's ``AsyncHeartbeat``
 - It knows a task by its id alone. When a lease lapses and the server hands
   the task out again, the run that had lost it, ending, stops the heartbeat
   of the new run of the same task, whose lease then lapses too.
+- It waits for each beat's answer before it sends the next, half a lease
+  later. A beat sent into a cut network waits in TCP's retransmissions, which
+  back off to seconds apart, long after the network is back: a cut of a
+  little over a quarter of the lease, at the wrong moment, lapsed it.
 
-Here each origin gets a heartbeat of its own, a task is renewed while any
-run of it is under way (at its newest version), and a heartbeat the server
-refuses is said once at the default level. (And a task's first renewal comes
-when it is due, half a lease after it began, not at once: a fifth of the
-requests of a short computation were heartbeats that renewed nothing.)
-Delete this module, and the ``heartbeat=`` given in
-``connections/__init__.py``, once the SDK does both.
+Here each origin gets a heartbeat of its own, sent every quarter lease; a
+beat that has no answer within a sixth of the lease is left to itself and
+another is sent at once, on a connection of its own. So once the network is
+back, a beat gets through within a sixth of a lease, and a cut shorter than
+half the lease never lets a lease lapse (docs/distributed.md). A task is
+renewed while any run of it is under way (at its newest version), and a
+heartbeat the server refuses is said once at the default level. (A task's
+first renewal comes when it is due, not at once: a fifth of the requests of
+a short computation were heartbeats that renewed nothing.) Delete this
+module, and the ``heartbeat`` of ``connections/__init__.py``, once the SDK
+does all of this.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
@@ -37,13 +47,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator")
 
+BEATS = 4  # heartbeats per lease, while the server answers
+PATIENCE = 6  # a beat with no answer after a sixth of a lease is sent again
+# Beats of one origin left waiting for an answer, at most: in a cut shorter
+# than half a lease (three patiences) three go unanswered, and the fourth,
+# sent as the cut ends, gets through.
+WAITING = 4
+
 
 class HeartbeatPerOrigin(AsyncHeartbeat):
-    """``AsyncHeartbeat``, one request per origin, counting the runs of each task."""
+    """``AsyncHeartbeat``, a beat per origin, sent again when it hangs; counting runs per task."""
 
-    def __init__(self, pid: str, interval_ms: int, sender: TaskHeartbeating) -> None:
-        super().__init__(pid, interval_ms, sender)
+    def __init__(self, pid: str, lease_ms: int, sender: TaskHeartbeating) -> None:
+        super().__init__(pid, max(lease_ms // BEATS, 1), sender)
+        self.patience = lease_ms / PATIENCE / 1000  # seconds
         self.runs: Counter[str] = Counter()  # task id -> runs under way
+        self.waiting: defaultdict[str, set[asyncio.Task[None]]] = defaultdict(set)  # by origin
         self.refused = False  # a refusal was said already
 
     def start(self, task_id: str, task_version: int) -> None:
@@ -57,21 +76,50 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
             super().stop(task_id)
 
     async def _run(self) -> None:
-        # The SDK's loop, but for the grouping, and for its first beat: not at
-        # once, but after an interval. The lease a task was acquired with
-        # lasts the whole TTL, and the interval is half of it.
+        # The SDK's loop, but for the grouping and the patience, and for its
+        # first beat: not at once, but after an interval. The lease a task was
+        # acquired with lasts the whole TTL.
         while True:
             await self._sleeper(self.interval_ms / 1000)
-            origins: defaultdict[str, list[TaskRef]] = defaultdict(list)
-            for task_id, version in self.active_tasks.items():
-                origins[origin_of(task_id)].append(TaskRef(id=task_id, version=version))
-            for tasks in origins.values():
-                await self.beat(tasks)
+            origins = {origin_of(task_id) for task_id in self.active_tasks}
+            await asyncio.gather(*(self.renew(origin) for origin in origins))
 
-    async def beat(self, tasks: list[TaskRef]) -> None:
+    def tasks(self, origin: str) -> list[TaskRef]:
+        """The tasks of ``origin`` in hand now, each at its newest version."""
+        return [
+            TaskRef(id=task_id, version=version)
+            for task_id, version in self.active_tasks.items()
+            if origin_of(task_id) == origin
+        ]
+
+    async def renew(self, origin: str) -> None:
+        """Beat for the tasks of ``origin`` until one beat is answered.
+
+        A beat without an answer within ``patience`` is left to itself (its
+        request may wait on a dead connection, and so may cancelling it), and
+        another goes out, on a connection of its own.
+        """
+        answered = asyncio.Event()
+        while not answered.is_set() and (tasks := self.tasks(origin)):
+            waiting = self.waiting[origin]
+            if len(waiting) < WAITING:
+                beat = asyncio.ensure_future(self.beat(tasks, answered))
+                waiting.add(beat)
+                beat.add_done_callback(lambda done: self.forget(origin, done))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), self.patience)
+
+    def forget(self, origin: str, beat: asyncio.Task[None]) -> None:
+        """A beat has ended, answered or not: it waits no more."""
+        waiting = self.waiting[origin]
+        waiting.discard(beat)
+        if not waiting:
+            del self.waiting[origin]
+
+    async def beat(self, tasks: list[TaskRef], answered: asyncio.Event) -> None:
         try:
             await self.sender.task_heartbeat(self.pid, tasks)
-        except ServerError as error:  # as the SDK does, keep beating
+        except ServerError as error:  # answered, if not as hoped: as the SDK does, keep beating
             log.log(
                 logging.DEBUG if self.refused else logging.WARNING,
                 "the Resonate server refused a heartbeat (%s %s): a lease may lapse",
@@ -81,3 +129,5 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
             self.refused = True
         except Exception as error:  # the connection is closing, or the server is away
             log.debug("a heartbeat failed: %r", error)
+            return
+        answered.set()

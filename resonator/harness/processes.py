@@ -48,13 +48,12 @@ def free_port() -> int:
 # the ids of resonate-sdk 0.8 (see connections/ids.py).
 SERVERS = ("stand-in", "postgres", "resonate", "resonate-sqlite", "resonate-0.9.8")
 
-# The real server's flags here, as in the Procfile and the benchmark: loopback
-# only, no metrics port; work that nobody took is sent again after a second
-# (not 30); and messages go out every 10 ms, not every 100 ms, which every hop
-# of a computation would otherwise wait (docs/servers.md has the figures).
+# The real server's flags here, as in the Procfile and the benchmark (which
+# bind it to loopback): no metrics port; work that nobody took is sent again
+# after a second (not 30); and messages go out every 10 ms, not every 100 ms,
+# which every hop of a computation would otherwise wait (docs/servers.md has
+# the figures).
 RESONATE_FLAGS = (
-    "--server-bind",
-    "127.0.0.1",
     "--observability-metrics-port",
     "0",
     "--tasks-retry-timeout",
@@ -165,7 +164,7 @@ class Process:
         self.popen.stdin.flush()
         return printed
 
-    def wait_closed(self, timeout: float = WAIT) -> int:
+    def wait_closed(self, timeout: float | None = WAIT) -> int:
         returncode = self.popen.wait(timeout)
         with self.changed:
             self.changed.wait_for(lambda: self.closed, timeout)
@@ -201,6 +200,9 @@ class Topology:
         self.kind = server  # one of SERVERS
         self.transcript = Transcript()  # every line of every process
         self.server_args = server_args  # more arguments for the server
+        # The address the server listens on: loopback, or a host's (``hosts.py``),
+        # which takes a token (the stand-in) or a password (Postgres).
+        self.host = "127.0.0.1"
         self.scratch: Path | None = None  # the server's files, if it keeps any
         self.env = {k: v for k, v in os.environ.items() if k not in ("GRP", "PID", "RESONATE_URL")}
         self.env |= {"PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "RUST_LOG": RESONATE_LOG, **env}
@@ -242,7 +244,7 @@ class Topology:
     def server(self) -> Process:
         """Start the server (on the port and files it had before, if restarted)."""
         if self.kind == "stand-in":
-            args = ["--port", str(self.port), "--tasks-retry-timeout", "1000"]
+            args = ["--host", self.host, "--port", str(self.port), "--tasks-retry-timeout", "1000"]
             process = self.start(
                 "server", python("-m", "resonator.servers.devserver", *args, *self.server_args)
             )
@@ -254,6 +256,7 @@ class Topology:
             data = str(self.files() / "postgres")
             sql = os.environ["RESONATE_PG_SQL"]
             args = ["--port", str(self.port), "--data", data, "--sql", sql, *self.server_args]
+            args += ["--host", self.host] if self.host != "127.0.0.1" else []
             process = self.start("server", python("-m", "resonator.servers.postgres", *args))
             self.url = process.wait_for(r"Resonate on Postgres at (\S+)$").group(1)
             return process
@@ -261,10 +264,11 @@ class Topology:
         if self.kind == "resonate-sqlite":
             command = [binary(self.kind), "serve", "--storage-type", "sqlite"]
             command += ["--storage-sqlite-path", str(self.files() / "resonate.db")]
-        command += ["--server-port", str(self.port), *RESONATE_FLAGS, *self.server_args]
+        command += ["--server-bind", self.host, "--server-port", str(self.port)]
+        command += [*RESONATE_FLAGS, *self.server_args]
         process = self.start("server", command)
         process.wait_for(r"Server listening ")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         return process
 
     def files(self) -> Path:
