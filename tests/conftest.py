@@ -65,3 +65,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def long_lived(pytestconfig: pytest.Config) -> Topology:
     """The article's processes, started when the tests had been chosen."""
     return pytestconfig.stash[LONG_LIVED]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many tests ran on Postgres: a skip for want of resonate.sql is no pass."""
+    ran = skipped = 0
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "postgres" in getattr(report, "nodeid", "") and report.when in ("call", "setup"):
+                if outcome == "skipped":
+                    skipped += 1
+                elif report.when == "call" or outcome == "error":
+                    ran += 1
+    terminalreporter.write_line(f"Postgres: {ran} tests ran, {skipped} skipped")

@@ -75,7 +75,7 @@ def test_the_tree_reads_back_from_postgres(quick: Topology) -> None:
 
 
 def crash_the_database_mid_computation(database: Topology) -> tuple[Process, set[str]]:
-    """Start DEEP, SIGKILL Postgres while an operator runs, start it again on the same files.
+    """Start DEEP, SIGKILL Postgres while an operator runs; resonator-postgres starts it again.
 
     Returns the waiting prompt and the operators that had settled before the crash.
     """
@@ -83,13 +83,16 @@ def crash_the_database_mid_computation(database: Topology) -> tuple[Process, set
     # "* 3 -1" has started, so the two operators that gave it 3 and -1 had settled.
     database["ops"].wait_for(r"\[d:1\.3\]$")
     os.kill(database.postmaster(), signal.SIGKILL)
-    database["server"].wait_for(r"Postgres stopped \(killed by SIGKILL\)")
-    assert database["server"].wait_closed() == 1
-    # Down until every process has noticed: a process whose next request
-    # comes after a quick restart has no outage to tell of.
+    server = database["server"]
+    server.wait_for(
+        r"^resonator-postgres: Postgres stopped \(killed by SIGKILL\); "
+        r"starting it again on the same files$"
+    )
+    # Every process sees it go (its connections close), and waits for it.
     for process in (database["lhs"], database["rhs"], database["ops"], prompt):
         process.wait_for(r"^cannot reach the Resonate server at ")
-    database.server()
+    server.wait_for(r"^resonator-postgres: Postgres started again$")
+    assert server.popen.poll() is None  # and the rest of the topology stays up with it
     return prompt, {"d:1.1.3", "d:1.2.3"}
 
 

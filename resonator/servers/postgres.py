@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -59,6 +60,11 @@ DATABASE = "resonate"
 DEFAULT_PORT = 5433  # next to a system Postgres's 5432
 DEFAULT_DATA = Path(".resonator") / "postgres"
 GC_SECONDS = 5.0
+# A Postgres that stops is started again, within this many seconds (its last
+# processes must first let go of its shared memory); but not one that stops
+# within STEADY seconds of starting, which would only stop again.
+RESTART_WAIT = 15.0
+STEADY = 10.0
 PASSWORD_VARIABLE = "RESONATOR_PG_PASSWORD"
 # Who may connect, and how: rewritten at every start, since one data directory
 # may serve loopback one day and other machines the next. The Unix socket is
@@ -265,10 +271,16 @@ def keep_running(args: argparse.Namespace) -> int:
     server = start(data, args.port, args.host, user)
     admin = make_conninfo(host=str(data), port=args.port, user="postgres", dbname=DATABASE)
     url = f"postgresql://postgres@127.0.0.1:{args.port}/{DATABASE}"
-    stop = threading.Event()
+    stopping = threading.Event()  # Ctrl-C or SIGTERM
+    wake = threading.Event()  # that, or Postgres stopped
+
+    def stop(*_: object) -> None:
+        stopping.set()
+        wake.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=drain_log, args=(server, stop, args.verbose), daemon=True).start()
+        signal.signal(sig, stop)
+    threading.Thread(target=drain_log, args=(server, wake, args.verbose), daemon=True).start()
     try:
         install(admin, text)
         if args.host:
@@ -277,13 +289,26 @@ def keep_running(args: argparse.Namespace) -> int:
             quoted = urllib.parse.quote(secret, safe="")
             url = f"postgresql://postgres:{quoted}@{address(args.host)}:{args.port}/{DATABASE}"
         print(f"resonator-postgres: Resonate on Postgres at {url}", flush=True)
-        while not stop.wait(GC_SECONDS):
-            with contextlib.suppress(psycopg.Error):
-                if forgotten := forget_old_computations(admin, args.keep):
-                    log.info("forgot %d promises of old computations", forgotten)
-        if server.poll() is not None:
-            print(f"resonator-postgres: Postgres stopped ({exit_reason(server)})", file=sys.stderr)
-            return 1
+        started = time.monotonic()
+        while not stopping.is_set():
+            if not wake.wait(GC_SECONDS):
+                with contextlib.suppress(psycopg.Error):
+                    if forgotten := forget_old_computations(admin, args.keep):
+                        log.info("forgot %d promises of old computations", forgotten)
+            elif server.poll() is not None:
+                # Killed, say, to see that nothing is lost: the processes wait
+                # for it, and it comes back on the same files.
+                why = exit_reason(server)
+                if time.monotonic() - started < STEADY:
+                    raise CannotStart(f"Postgres stopped ({why}) again, within {STEADY:.0f} s")
+                say(f"Postgres stopped ({why}); starting it again on the same files")
+                wake.clear()
+                server = start_again(data, args.port, args.host, user)
+                started = time.monotonic()
+                threading.Thread(
+                    target=drain_log, args=(server, wake, args.verbose), daemon=True
+                ).start()
+                say("Postgres started again")
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)  # a fast, clean shutdown
@@ -291,19 +316,37 @@ def keep_running(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_again(
+    data: Path, port: int, host: str | None, user: pwd.struct_passwd | None
+) -> subprocess.Popen[str]:
+    """The postmaster, once the last processes of the one that died let go of its memory."""
+    deadline = time.monotonic() + RESTART_WAIT
+    while True:
+        try:
+            return start(data, port, host, user)
+        except CannotStart:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def say(line: str) -> None:
+    print(f"resonator-postgres: {line}", file=sys.stderr, flush=True)
+
+
 def address(host: str) -> str:
     """``host`` as it goes in a URL: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
 
 
-def drain_log(server: subprocess.Popen[str], stop: threading.Event, verbose: bool) -> None:
-    """Read Postgres's log to its end (so it never blocks on a full pipe), then say stop."""
+def drain_log(server: subprocess.Popen[str], stopped: threading.Event, verbose: bool) -> None:
+    """Read Postgres's log to its end (so it never blocks on a full pipe), then say it stopped."""
     assert server.stderr is not None
     for line in server.stderr:
         if verbose:
             print(line.rstrip(), file=sys.stderr, flush=True)
     server.wait()
-    stop.set()
+    stopped.set()
 
 
 def exit_reason(server: subprocess.Popen[str]) -> str:
