@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -67,12 +68,17 @@ def long_lived(pytestconfig: pytest.Config) -> Topology:
     return pytestconfig.stash[LONG_LIVED]
 
 
+# A test on Postgres: in test_postgres.py, or given "postgres" as its server.
+ON_POSTGRES = re.compile(r"test_postgres\.py|[\[.-]postgres[\]-]")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """How many tests ran on Postgres: a skip for want of resonate.sql is no pass."""
     ran = skipped = 0
     for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
         for report in terminalreporter.stats.get(outcome, []):
-            if "postgres" in getattr(report, "nodeid", "") and report.when in ("call", "setup"):
+            on_postgres = ON_POSTGRES.search(getattr(report, "nodeid", ""))
+            if on_postgres and report.when in ("call", "setup"):
                 if outcome == "skipped":
                     skipped += 1
                 elif report.when == "call" or outcome == "error":

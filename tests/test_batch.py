@@ -52,10 +52,10 @@ def test_values_come_in_input_order_and_errors_in_their_place() -> None:
         check=False,
     )
     assert (done.returncode, done.stdout) == (1, "-3\n6\n3\n")
-    errors = [line for line in done.stderr.splitlines() if line.startswith("syntax error")]
+    errors = [line for line in done.stderr.splitlines() if "syntax error" in line]
     assert errors == [
-        "syntax error: expected a number or '(' at the end",
-        "syntax error: unexpected character 'x': expected a number or '('",
+        "line 2: syntax error: expected a number or '(' at the end",
+        "line 5: syntax error: unexpected character 'x': expected a number or '('",
     ]
 
 
@@ -113,7 +113,7 @@ def test_a_long_input_is_read_only_as_fast_as_there_is_room() -> None:
     async def scenario() -> Counted:
         runner = Runner("test", op_delay=0.01)
         resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, runner)
-        args = argparse.Namespace(id=None, watch=False, tree=False, jobs=jobs)
+        args = argparse.Namespace(expressions=[], id=None, watch=False, tree=False, jobs=jobs)
         async with Client(resonate.options(target=EXP), connection) as client:
             batch = Counted(client, args)
             reporting = asyncio.ensure_future(batch.report_all(batch.lines(100_000)))

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,10 +53,14 @@ def test_a_syntax_error_shows_a_caret_and_fails() -> None:
     ]
 
 
-def test_bad_lines_do_not_stop_the_rest() -> None:
+def test_bad_lines_do_not_stop_the_rest_and_say_which_line_they_are() -> None:
     done = resonator("--local", stdin="1 +\n2 * 3\n\n1 / 2\n4 - 5\n")
     assert (done.returncode, done.stdout) == (1, "6\n-1\n")
-    assert done.stderr.count("syntax error") == 2
+    said = [line for line in done.stderr.splitlines() if "syntax error" in line]
+    assert said == [
+        "line 1: syntax error: expected a number or '(' at the end",
+        "line 4: syntax error: unexpected character '/': use +, - or *",
+    ]
     assert "Traceback" not in done.stderr
 
 
@@ -110,7 +115,7 @@ def test_an_expression_may_start_with_a_minus(text: str, value: str) -> None:
 def test_syntax_errors_show_control_characters_escaped() -> None:
     done = resonator("--local", stdin="1 + \x00\x1b[31m\n")
     assert done.stderr.splitlines()[1:] == [
-        "syntax error: unexpected character '\\x00': expected a number or '('",
+        "line 1: syntax error: unexpected character '\\x00': expected a number or '('",
         "  1 + \\x00\\x1b[31m",
         "      ^",
     ]
@@ -169,7 +174,11 @@ def test_line_endings_a_byte_order_mark_and_a_line_that_is_not_utf8() -> None:
         ),
         (
             {"RESONATOR_OP_DELAY": "-1"},
-            "resonator: RESONATOR_OP_DELAY must be a number of seconds, not '-1'",
+            "resonator: RESONATOR_OP_DELAY must not be negative, not '-1'",
+        ),
+        (
+            {"RESONATOR_EXP_DELAY": "nan"},
+            "resonator: RESONATOR_EXP_DELAY must be under a million seconds, not 'nan'",
         ),
     ],
 )
@@ -187,13 +196,27 @@ def test_help_lists_the_environment() -> None:
         assert f"\n  {variable} " in done.stdout
 
 
-def test_a_server_that_does_not_answer_is_one_line_and_status_1() -> None:
-    done = resonator("--url", f"http://127.0.0.1:{free_port()}", "1 + 2")
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"http://127.0.0.1:{free_port()}", "connection refused"),
+        ("http://nosuchhost.invalid:8001", "no such host"),
+        (f"postgresql://postgres@127.0.0.1:{free_port()}/resonate", "connection refused"),
+    ],
+)
+def test_a_server_that_is_not_there_is_said_at_once_with_why(url: str, why: str) -> None:
+    started = time.monotonic()
+    done = resonator("--url", url, "1 + 2")
     assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr.startswith(
-        "resonator: cannot reach the Resonate server at http://127.0.0.1:"
-    )
-    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr == f"resonator: cannot reach the Resonate server at {url} ({why})\n"
+    assert time.monotonic() - started < 5  # not the five seconds it would give an answer
+
+
+@pytest.mark.parametrize("url", ["http://", "https://:8001", "http:///x"])
+def test_a_url_without_a_host_is_a_usage_error(url: str) -> None:
+    done = resonator("--url", url, "1 + 2")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith(f"--url names no host: {url!r}")
 
 
 @pytest.mark.parametrize("text", ["", "((((", ")", "1 +* 2", "\x00", "9" * 5000, "é", "1.5"])

@@ -17,17 +17,17 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 import pyte
 import pytest
 
 from resonator.harness.processes import WAIT, Topology, free_port
-from tests.helpers import available, kill
+from tests.helpers import available, kill, oracle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
     from types import TracebackType
 
 DRAWN = "xterm-256color"
@@ -86,7 +86,9 @@ class Terminal:
         return [line.rstrip() for line in self.screen.display]
 
     def type(self, keys: str) -> None:
-        os.write(self.fd, keys.encode())
+        typed = keys.encode()
+        while typed:  # a long line may go in a piece at a time
+            typed = typed[os.write(self.fd, typed) :]
 
     def wait_until(self, what: str, shown: Callable[[], bool]) -> None:
         """Read what the program prints until ``shown()`` holds for the screen."""
@@ -142,7 +144,9 @@ def test_a_session_at_the_prompt(term: str, state: dict[str, str]) -> None:
     with Terminal(term=term, **state) as terminal:
         terminal.ready()
         terminal.type("(1 + 2) * (3 - 4)\r")
-        assert "(1 + 2) * (3 - 4)\n= -3\n" in terminal.showing("= -3")
+        screen = terminal.showing("= -3")
+        assert "❯ (1 + 2) * (3 - 4)\n= -3\n" in screen
+        assert "(1 + 2) * (3 - 4)" not in screen.splitlines()  # shown once, as typed
         terminal.ready()
         terminal.type("(1\r")
         assert "syntax error: '(' is never closed\n  (1\n  ^" in terminal.showing("^")
@@ -153,6 +157,8 @@ def test_a_session_at_the_prompt(term: str, state: dict[str, str]) -> None:
         terminal.type("\x04")  # Ctrl-D
         assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.transcript
+    if term == "dumb":  # nothing but what the terminal can show as it is
+        assert "promises settled" not in terminal.transcript
 
 
 @pytest.mark.parametrize("term", ["dumb", DRAWN])
@@ -282,7 +288,10 @@ def test_watch_returns_to_the_prompt_when_the_root_settles_and_on_ctrl_c() -> No
         terminal.type("\x03")  # stop waiting; the operator takes 30 s
         terminal.ready()
         terminal.type(":watch\r")
-        terminal.showing("ops      running")
+        terminal.wait_until(
+            "its operator running",
+            lambda: any(re.search(r" ops +pending +running$", line) for line in terminal.lines()),
+        )
         terminal.type("\x03")  # stop watching
         terminal.showing("stopped watching; the computation goes on as ")
         terminal.ready()
@@ -327,7 +336,7 @@ def test_watch_follows_a_computation_on_either_server(server: str, state: dict[s
             terminal.wait_until(
                 "the settled tree",
                 lambda: any(
-                    re.search(r"= \(1 \+ 2\) \* \(3 - 4\) +root += -3$", line)
+                    re.search(r"= \(1 \+ 2\) \* \(3 - 4\) +root +resolved +-3$", line)
                     for line in terminal.lines()
                 ),
             )
@@ -335,6 +344,53 @@ def test_watch_follows_a_computation_on_either_server(server: str, state: dict[s
             terminal.type("\x04")
             assert terminal.exit_status() == 0
     assert "Traceback" not in terminal.transcript
+
+
+def test_while_it_waits_the_prompt_shows_how_far_the_computation_is(state: dict[str, str]) -> None:
+    with Terminal("--local", term=DRAWN, RESONATOR_OP_DELAY="1", **state) as terminal:
+        terminal.ready()
+        terminal.type("(1 + 2) * (3 - 4)\r")
+        status = "promises settled (Ctrl-C stops waiting; the computation goes on)"
+        waiting = terminal.showing(status)
+        assert re.search(r"^\d+ of \d+ promises settled", waiting, re.MULTILINE), waiting
+        # It goes with the answer.
+        assert status not in terminal.showing("= -3")
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+
+
+def test_tree_and_watch_say_each_state_in_the_same_words_and_fit_the_terminal() -> None:
+    # Seven operators, 22 promises; the root's expression alone is 103 columns.
+    n = [1234567890 + i for i in range(8)]
+    long = f"(({n[0]} * {n[1]}) + ({n[2]} * {n[3]})) - (({n[4]} * {n[5]}) + ({n[6]} * {n[7]}))"
+    with Terminal("--local", term=DRAWN) as terminal:
+        terminal.ready()
+        terminal.type(f"{long}\r")
+        terminal.showing(f"= {oracle(long)}")
+        first = re.compile(rf" root +resolved +{oracle(long)}$")
+        last = re.compile(rf"^└── \S+:3 +- .* ops +resolved +{oracle(long)}$")
+        for command in (":tree", ":watch"):
+            terminal.ready()
+            terminal.type("\x0c")  # Ctrl-L: a clean screen, the tree at its top
+            terminal.type(f"{command}\r")
+            terminal.wait_until(
+                "the tree, from its first row to its last",
+                lambda: (
+                    any(map(first.search, terminal.lines()))
+                    and any(map(last.search, terminal.lines()))
+                ),
+            )
+            rows = "\n".join(terminal.lines())
+            drawn = [line for line in rows.splitlines() if " resolved " in line]
+            # Every row fits on one line of the 100 columns, the long ones
+            # shortened, and says "resolved" and its value, as :tree does.
+            assert len(drawn) == 22, rows
+            assert all(re.search(r" resolved +-?\d+$", line) for line in drawn), rows
+            assert "…" in drawn[0], rows
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
 
 
 def test_a_syntax_error_shows_in_the_toolbar_before_enter(state: dict[str, str]) -> None:
@@ -370,6 +426,21 @@ def test_history_is_kept_between_sessions(state: dict[str, str]) -> None:
         terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0
+
+
+def test_history_keeps_no_line_too_long_and_only_the_last_thousand(state: dict[str, str]) -> None:
+    kept = Path(state["XDG_STATE_HOME"]) / "resonator" / "history"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("".join(f"\n# earlier\n+{n} + 1\n" for n in range(1500)))
+    with Terminal(term=DRAWN, **state) as terminal:
+        terminal.ready()
+        terminal.type("1" * 5000 + "\r")
+        terminal.showing("syntax error: expression too long: 5000 characters (the limit is 4000)")
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+    lines = [line for line in kept.read_text().splitlines() if line.startswith("+")]
+    assert lines == [f"+{n} + 1" for n in range(500, 1500)]
 
 
 def test_a_server_that_refuses_the_sdks_ids_ends_the_prompt_before_it_is_drawn() -> None:

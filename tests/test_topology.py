@@ -78,7 +78,7 @@ def test_piped_lines_through_the_server(topology: Topology) -> None:
     )
     assert process.wait_closed() == 1
     assert [line for line in process.lines if line.lstrip("-").isdigit()] == ["2", "9"]
-    assert "syntax error: '(' is never closed" in process.lines
+    assert "line 2: syntax error: '(' is never closed" in process.lines
 
 
 def test_the_same_id_runs_nothing_again(topology: Topology) -> None:

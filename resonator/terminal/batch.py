@@ -67,6 +67,8 @@ class Batch:
         self.args = args
         # A followed computation draws as it goes: one at a time.
         self.jobs = 1 if args.watch else args.jobs
+        # Piped in, an error says which line it is about; given, it is plain.
+        self.where = "" if args.expressions else "line {}: "
         self.waiting: list[str] = []  # computations under way, in the order they came
 
     async def report_all(self, lines: AsyncIterator[Line]) -> int:
@@ -120,7 +122,7 @@ class Batch:
                     out=await self.client.drawn_tree(id) if self.args.tree else str(value)
                 )
         except Failed as failure:
-            result = Report(err=str(failure), failed=True)
+            result = Report(err=self.where.format(number) + str(failure), failed=True)
         self.waiting.remove(id)
         return result
 

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, NoReturn
+from urllib.parse import urlsplit
 
 from resonate.resonate import DEFAULT_TTL
 
@@ -123,9 +124,11 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     if args.id and not (len(args.expressions) == 1 or alone):
         cli.error("--id names one invocation: give exactly one EXPR with it")
     settings = environment(args.url)
+    named = "--url" if args.url else "RESONATE_URL"
     if settings.url and not settings.url.startswith(SCHEMES):
-        named = "--url" if args.url else "RESONATE_URL"
         cli.error(f"{named} must start with {', '.join(SCHEMES)}, not {settings.url!r}")
+    if settings.url and settings.url.startswith("http") and not urlsplit(settings.url).hostname:
+        cli.error(f"{named} names no host: {settings.url!r}")
     if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
         cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
     if args.local:
@@ -172,9 +175,11 @@ def seconds(name: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value < 10**6:
         usage(f"{name} must be a number of seconds, not {text!r}")
+    if value < 0:
+        usage(f"{name} must not be negative, not {text!r}")
+    if not value < 10**6:  # nor nan, nor inf
+        usage(f"{name} must be under a million seconds, not {text!r}")
     return value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any, Self
@@ -186,14 +187,17 @@ class Client:
         return Reader(self.connection)
 
     async def drawn_tree(self, id: str) -> str:
-        """The promise tree of invocation ``id`` as the server has it now, as text."""
+        """The promise tree of invocation ``id`` as the server has it now, as text.
+
+        On a terminal, as wide as the terminal: the expressions give way.
+        """
         try:
             root = await self.reader().tree(id)
         except ResonateError as error:
             raise Failed(f"error: {error}") from None
         if root is None:
             raise Failed(f"error: there is no promise {id}")
-        return draw(root)
+        return draw(root, shutil.get_terminal_size().columns if sys.stdout.isatty() else None)
 
     async def watch(self, id: str) -> bool:
         """Show the tree of ``id`` as it changes, until its root settles; True if it resolved."""

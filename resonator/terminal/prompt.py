@@ -23,18 +23,27 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resonator.parser import ParseError, parse
+from resonate.error import ResonateError
+from rich.text import Text
+
+from resonator.parser import MAX_LENGTH, ParseError, parse
 from resonator.terminal.client import Client, Failed, exit_status, new_id
 from resonator.terminal.keys import CtrlC, Interrupted
 from resonator.terminal.text import escaped
+from resonator.terminal.tree import tally
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable
+
     from prompt_toolkit.history import History
     from resonate.resonate import Resonate
 
     from resonator.connections import Connection
 
 QUIT = (":q", ":quit")
+EVERY = 0.5  # seconds between two looks at how far a computation is
+BEHIND = "(Ctrl-C stops waiting; the computation goes on)"
+HISTORY = 1000  # lines kept in the history file
 HELP = """\
 Type an expression such as (1 + 2) * (3 - 4), or a command:
   :tree [ID]   the promises of the last computation (or of ID), as the server has them
@@ -77,11 +86,17 @@ async def conversation(client: Client) -> int:
             if text in ("quit", "exit") or text.startswith(":"):
                 await command(client, keys, text, last)
             elif text:
-                last = await compute(client, keys, text) or last
+                last = (
+                    await compute(client, keys, text, shown=isinstance(lines, DrawnPrompt)) or last
+                )
 
 
-async def compute(client: Client, keys: CtrlC, text: str) -> str | None:
-    """Compute ``text`` and show its value; the id of the computation, if one started."""
+async def compute(client: Client, keys: CtrlC, text: str, shown: bool) -> str | None:
+    """Compute ``text`` and show its value; the id of the computation, if one started.
+
+    ``shown``: the terminal can be drawn on, and shows how far the
+    computation is while it waits.
+    """
     if client.link and not client.link.up.is_set():
         print(f"waiting for the server at {client.link.url} (Ctrl-C stops waiting)")
         try:
@@ -90,16 +105,38 @@ async def compute(client: Client, keys: CtrlC, text: str) -> str | None:
             print("\nstopped waiting for the server; nothing was started\n")
             return None
     id = new_id()
+    computing = client.compute(text, id)
     try:
-        value = await keys.wait(client.compute(text, id))
+        value = await keys.wait(progress(client, id, computing) if shown else computing)
     except Failed as failure:
         print(failure, file=sys.stderr)
         return None
     except Interrupted:
         print(f"\nstopped waiting; the computation goes on as {id}\n")
         return id
-    print(f"\n{text}\n= {value}\n")
+    print(f"= {value}\n")  # under the line typed, which the terminal shows
     return id
+
+
+async def progress(client: Client, id: str, computing: Awaitable[int]) -> int:
+    """What ``computing`` gives; meanwhile, under the line typed, how far computation ``id`` is."""
+    from rich.live import Live
+
+    status = Text("computing", style="dim")
+    reader = client.reader()
+    value = asyncio.ensure_future(computing)
+    try:
+        # Transient: it goes with the answer. Lines printed meanwhile go above it.
+        with Live(status, transient=True, auto_refresh=False) as live:
+            while not (await asyncio.wait({value}, timeout=EVERY))[0]:
+                with contextlib.suppress(ResonateError):  # not created yet, or the server away
+                    if root := await reader.tree(id):
+                        settled, created = tally(root)
+                        status.plain = f"{settled} of {created} promises settled {BEHIND}"
+                        live.refresh()
+        return value.result()
+    finally:
+        value.cancel()
 
 
 async def command(client: Client, keys: CtrlC, text: str, last: str) -> None:
@@ -165,10 +202,31 @@ def history() -> History:
     """The prompt's history, kept under the user's state directory if it can be."""
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    class KeptHistory(FileHistory):
+        """The lines that could be expressions (no longer than the parser takes), the last ones.
+
+        A line too long to take is not kept, and the file keeps the last
+        ``HISTORY`` lines: it is rewritten without the older ones, once, as
+        the prompt starts.
+        """
+
+        def store_string(self, string: str) -> None:
+            if len(string) <= MAX_LENGTH:
+                super().store_string(string)
+
+        def load_history_strings(self) -> Iterable[str]:
+            newest = list(super().load_history_strings())
+            if len(newest) > HISTORY:
+                newest = newest[:HISTORY]
+                os.unlink(self.filename)
+                for string in reversed(newest):
+                    super().store_string(string)
+            return newest
+
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     try:
         (state / "resonator").mkdir(parents=True, exist_ok=True)
-        return FileHistory(state / "resonator" / "history")
+        return KeptHistory(state / "resonator" / "history")
     except OSError:
         return InMemoryHistory()
 

@@ -46,6 +46,14 @@ def window(text: str) -> str:
     return f"{text[:half]}…{text[-half:]} ({len(text)} characters)"
 
 
+def shortened(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: its middle left out, where an ellipsis stands."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
+
+
 def expand_tabs(text: str) -> str:
     return text.expandtabs(8)
 

@@ -35,6 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from resonator.parser import render
+from resonator.terminal.text import shortened
 
 if TYPE_CHECKING:
     from resonator.connections import Connection
@@ -133,49 +134,66 @@ def rows(root: Node) -> list[tuple[str, Node]]:
     return found
 
 
-def draw(root: Node) -> str:
-    """The tree as plain text, one aligned row per promise (easy to grep)."""
-    columns = [
-        [name, node.what, node.where, node.state, last_column(node)] for name, node in rows(root)
-    ]
-    widths = [max(len(row[i]) for row in columns) for i in range(4)]
+def tally(root: Node) -> tuple[int, int]:
+    """(promises settled, promises created) of the tree under ``root``."""
+    nodes = [node for _, node in rows(root)]
+    return sum(node.state != "pending" for node in nodes), len(nodes)
+
+
+def draw(root: Node, width: int | None = None) -> str:
+    """The tree as plain text, one aligned row per promise (easy to grep).
+
+    Within ``width`` columns, if given: each expression shortened in the middle.
+    """
+    columns = [cells(name, node) for name, node in rows(root)]
+    widths = [max(len(row[i]) for row in columns) for i in range(5)]
+    if width and sum(widths) + 2 * 4 > width:
+        room = max(width - 2 * 4 - (sum(widths) - widths[1]), 9)
+        columns = [[row[0], shortened(row[1], room), *row[2:]] for row in columns]
+        widths[1] = max(len(row[1]) for row in columns)
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True)).rstrip()
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, [*widths[:4], 0], strict=True)
+        ).rstrip()
         for row in columns
     )
 
 
-def last_column(node: Node) -> str:
-    """A settled node's value; for a pending one, what its task does."""
-    return node.task if node.state == "pending" else str(node.value)
+def cells(name: str, node: Node) -> list[str]:
+    """A node's row: its branch and id, what it computes, where, its state, and its value.
+
+    The last column is a settled node's value; for a pending one, what its
+    task is doing.
+    """
+    last = node.task if node.state == "pending" else str(node.value)
+    return [name, node.what, node.where, node.state, last]
 
 
+# How a terminal that can show colours marks each state, and each task's.
 STYLES = {
-    "running": ("yellow", "running"),
-    "awaiting": ("cyan", "awaiting its operands"),
-    "unclaimed": ("bold white on red", "unclaimed: nobody at {where} has taken it"),
-    "": ("yellow", "pending"),
+    "resolved": "green",
+    "pending": "yellow",
+    "running": "yellow",
+    "awaiting": "cyan",
+    "unclaimed": "bold white on red",
 }
 
 
 def table(root: Node) -> Table:
-    """The tree for a terminal: settled nodes green, pending ones by what they wait for."""
+    """The tree for a terminal, in the words of ``draw``: settled rows dim, the rest by state."""
     grid = Table.grid(padding=(0, 2))
-    for _ in range(4):
-        grid.add_column()
+    for column in range(5):
+        # The expressions give way when the terminal is narrow; nothing else does.
+        grid.add_column(no_wrap=True, overflow="ellipsis" if column == 1 else "fold")
     for name, node in rows(root):
-        if node.state == "resolved":
-            status = Text(f"= {node.value}", style="green")
-        elif node.state != "pending":
-            status = Text(node.state, style="red")
-        else:
-            style, words = STYLES[node.task]
-            status = Text(words.format(where=node.where), style=style)
+        row = cells(name, node)
         settled = node.state != "pending"
+        last = STYLES.get(node.task, "") if not settled else STYLES.get(node.state, "red")
         grid.add_row(
-            Text(name, style="dim" if settled else "bold"),
-            Text(node.what),
-            Text(node.where, style="dim" if settled else "bold magenta"),
-            status,
+            Text(row[0], style="dim" if settled else "bold"),
+            Text(row[1]),
+            Text(row[2], style="dim" if settled else "bold magenta"),
+            Text(row[3], style=STYLES.get(node.state, "red")),
+            Text(row[4], style=last),
         )
     return grid
