@@ -30,7 +30,7 @@ from resonate_base import PROTOCOL_VERSION
 if TYPE_CHECKING:
     from resonator.servers.model import IndexedServerState
 
-# The requests that name one task at a version, and the one that names several.
+# The requests that name a task at a version (a heartbeat names several).
 VERSIONED = ("task.acquire", "task.release", "task.fulfill", "task.suspend", "task.fence")
 # The real server's words where the model's answer has none: only answers to
 # the requests above, about a task, say nothing.
@@ -55,9 +55,10 @@ def version(state: IndexedServerState, ref: dict[str, Any]) -> Any:
 
     Any other becomes -1, which no task has, so that the model refuses it.
     """
-    task = state.tasks.get(ref.get("id"))  # type: ignore[arg-type]
+    id = ref.get("id")
+    task = state.tasks.get(id) if isinstance(id, str) else None
     if task is None:
-        return ref.get("version")
+        return ref.get("version")  # the model says what is wrong
     return task.version if ref.get("version") == state.claims.get(task.id, 0) else -1
 
 
@@ -109,6 +110,7 @@ def promise_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_record(state: IndexedServerState, record: dict[str, Any]) -> dict[str, Any]:
-    task = state.tasks[record["id"]]
+    id = record["id"]
+    resumes = len(task.resumes) if (task := state.tasks.get(id)) else 0
     said = {k: v for k, v in record.items() if k != "promiseId"}
-    return said | {"version": state.claims.get(task.id, 0), "resumes": len(task.resumes)}
+    return said | {"version": state.claims.get(id, 0), "resumes": resumes}
