@@ -6,6 +6,8 @@ import ast
 import base64
 import json
 import operator
+import os
+import shutil
 import signal
 import subprocess
 import urllib.error
@@ -209,3 +211,19 @@ def signed(claims: dict[str, object], key: Path) -> str:
     command = ["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(key), "-in", str(message)]
     signature = subprocess.run(command, capture_output=True, check=True)
     return f"{signing}.{b64(signature.stdout)}"
+
+
+# ── The ops worker in JavaScript ────────────────────────────────────────────
+
+TS = ROOT / "ts"
+
+
+def javascript() -> list[str]:
+    """The command that runs ts/ops.mjs, on the Node 22 that `npm ci` put beside it."""
+    node = [*TS.glob("node_modules/node-linux-*/bin/node")] or shutil.which("node")
+    if not (node and (TS / "node_modules" / "@resonatehq" / "sdk").is_dir()):
+        why = "no Node 22 and TypeScript SDK in ts/node_modules: run `npm ci` in ts/"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (.ci/run does)")
+        pytest.skip(why)
+    return [str(TS / "node"), str(TS / "ops.mjs")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from resonate.connections.local import ServerState
 
-from resonator.servers.devserver import DevServer
+from resonator.servers.devserver import TICK_SECONDS, DevServer
 from resonator.servers.model import IndexedServerState
 from tests.helpers import envelope
 
@@ -26,8 +27,8 @@ def create(id: str, target: str) -> dict[str, Any]:
 
 
 class Client:
-    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
-        self.server, self.session = server, session
+    def __init__(self, dev: DevServer, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.dev, self.server, self.session = dev, server, session
 
     async def send(self, body: dict[str, Any] | bytes) -> tuple[int, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -58,11 +59,13 @@ class Client:
 
 @asynccontextmanager
 async def devserver() -> AsyncIterator[Client]:
-    server = TestServer(DevServer().app(), host="127.0.0.1")
+    dev = DevServer()
+    server = TestServer(dev.app(), host="127.0.0.1")
     await server.start_server()
+    dev.url = str(server.make_url("")).rstrip("/")
     try:
         async with aiohttp.ClientSession() as session:
-            yield Client(server, session)
+            yield Client(dev, server, session)
     finally:
         await server.close()
 
@@ -78,8 +81,9 @@ def test_envelopes_round_trip() -> None:
             assert status == 200
             assert body["kind"] == "promise.create"
             assert body["head"]["corrId"] == "c-promise.create"
-            assert body["head"]["status"] == 201
+            assert body["head"]["status"] == 200  # as the real server answers; the model, 201
             assert body["data"]["promise"]["state"] == "pending"
+            assert body["data"]["promise"]["value"] == {}  # the model's null
 
             status, body = await client.send(envelope("promise.get", id="p1"))
             assert (status, body["data"]["promise"]["id"]) == (200, "p1")
@@ -102,11 +106,11 @@ def test_malformed_requests_get_a_4xx_with_a_message() -> None:
 
             status, body = await client.send(envelope("promise.explode"))
             assert status == 400
-            assert body["data"]["error"] == "unknown request kind: promise.explode"
+            assert body["data"] == "unknown request kind: promise.explode"
 
             status, body = await client.send(envelope("promise.get"))
             assert status == 400
-            assert "id" in body["data"]["error"]
+            assert "id" in body["data"]
 
             # And it still serves.
             status, _ = await client.send(create("fine", "poll://any@nobody"))
@@ -124,7 +128,12 @@ def test_unicast_reaches_only_that_pid() -> None:
         ):
             await client.send(create("for-rhs", "poll://uni@exp/rhs"))
             message = await next_message(rhs)
-            assert message == {"kind": "execute", "data": {"task": {"id": "for-rhs", "version": 0}}}
+            task = {"id": "for-rhs", "version": 0}
+            assert message == {
+                "kind": "execute",
+                "head": {"serverUrl": client.dev.url},
+                "data": {"task": task},
+            }
             await client.send(create("for-lhs", "poll://uni@exp/lhs"))
             assert (await next_message(lhs))["data"]["task"]["id"] == "for-lhs"
             assert rhs.empty()
@@ -174,6 +183,34 @@ def test_a_lapsed_lease_is_delivered_again() -> None:
             assert (await next_message(lhs))["data"]["task"] == {"id": "job", "version": 1}
 
     asyncio.run(scenario())
+
+
+def test_work_for_a_process_that_connects_just_after_it_was_created_reaches_it() -> None:
+    # The SDK's examples start a worker and send it work at once: the work
+    # was created before the worker's stream was open. The real server sends
+    # it from its next scan; the stand-in had dropped it, and sent it again
+    # only at the retry timeout (the model's 30 s here).
+    async def scenario() -> None:
+        async with devserver() as client:
+            await client.send(create("early", "poll://uni@exp/late"))
+            async with client.stream("exp", "late") as late:
+                assert (await next_message(late))["data"]["task"] == {"id": "early", "version": 0}
+
+    asyncio.run(scenario())
+
+
+def test_work_for_a_process_that_is_not_connected_is_dropped_after_a_scan() -> None:
+    async def scenario() -> float:
+        async with devserver() as client:
+            created = time.monotonic()
+            await client.send(create("unheard", "poll://uni@exp/away"))
+            assert client.dev.waiting, "dropped at once"
+            async with asyncio.timeout(10):
+                while client.dev.waiting:
+                    await asyncio.sleep(0.01)
+            return time.monotonic() - created
+
+    assert asyncio.run(scenario()) >= TICK_SECONDS
 
 
 def test_the_branch_index_answers_as_the_models_scan_does() -> None:

@@ -60,14 +60,15 @@ class SameAnswers(RuleBasedStateMachine):
     def both(self, request: dict[str, Any] | None) -> None:
         assert step(self.ours, self.now, request) == step(self.theirs, self.now, request), request
 
-    def leased(self, request: dict[str, Any]) -> None:
-        """A release, fulfill or suspend: at a version not the held task's, ours alone refuses it.
+    def leased(self, request: dict[str, Any], state: str = "acquired") -> None:
+        """A request at a version other than the task's: ours alone refuses it.
 
-        As the real server does (see ``model.py``); nothing changes, so the
-        models stay alike.
+        A release, fulfill or suspend of a task held (in ``state`` acquired),
+        or an acquire of one pending. As the real server does (see
+        ``model.py``); nothing changes, so the models stay alike.
         """
         task = self.theirs.tasks.get(request["id"])
-        if task is not None and task.state == "acquired" and request["version"] != task.version:
+        if task is not None and task.state == state and request["version"] != task.version:
             answer, sent = step(self.ours, self.now, request)
             assert (answer["status"], sent) == (409, []), answer
         else:
@@ -97,7 +98,8 @@ class SameAnswers(RuleBasedStateMachine):
     def acquire(self, data: st.DataObject, ttl: int) -> None:
         id = self.pick(data, "pending")
         version = self.version(data, id)
-        self.both({"kind": "task.acquire", "id": id, "version": version, "pid": "p", "ttl": ttl})
+        request = {"kind": "task.acquire", "id": id, "version": version, "pid": "p", "ttl": ttl}
+        self.leased(request, "pending")
 
     @rule(data=st.data(), awaited=st.lists(st.sampled_from(IDS), max_size=3))
     def suspend(self, data: st.DataObject, awaited: list[str]) -> None:
@@ -158,6 +160,21 @@ class SameAnswers(RuleBasedStateMachine):
     def tick(self, elapsed: int) -> None:
         self.now += elapsed
         self.both(None)
+
+    @invariant()
+    def claims_are_versions_as_the_real_server_counts_them(self) -> None:
+        """Each release, lapse or resume that the model counts follows one claim.
+
+        So a task's claims are its version in the model's count, and one more
+        while a claim has not been followed by one (the task is held, or
+        suspended, or was fulfilled while so).
+        """
+        for id, task in self.ours.tasks.items():
+            unfollowed = self.ours.claims.get(id, 0) - task.version
+            assert unfollowed == {"pending": 0, "acquired": 1, "suspended": 1}.get(
+                task.state, unfollowed
+            ), (id, task)
+            assert unfollowed in (0, 1), (id, task)
 
     @invariant()
     def the_same_state(self) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.harness.processes import Topology, free_port, started
-from tests.helpers import ARTICLE, ROOT, available
+from tests.helpers import ARTICLE, ROOT, available, javascript
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,6 +22,7 @@ PROCFILES = {
 # What the server says once it listens, in each.
 LISTENING = {
     "Procfile": r"resonator-devserver listening on http://",
+    "Procfile.polyglot": r"resonator-devserver listening on http://",
     "Procfile.resonate": r" Server listening ",
     "Procfile.postgres": r"^resonator-postgres: Resonate on Postgres at ",
 }
@@ -43,12 +44,15 @@ def on_its_own(procfile: str, name: str, command: str, port: int, files: Path) -
         extra = f" --port {port} --data {files / 'postgres'}" if name == "database" else ""
         return command.replace("5433", str(port)) + extra
     if name == "server":
-        return command + (f" --port {port}" if procfile == "Procfile" else f" --server-port {port}")
+        flag = "--server-port" if procfile == "Procfile.resonate" else "--port"
+        return f"{command} {flag} {port}"
     return command
 
 
 @pytest.mark.parametrize("procfile", sorted(PROCFILES))
 def test_each_procfile_starts_a_topology_that_computes(procfile: str) -> None:
+    if procfile == "Procfile.polyglot":
+        javascript()  # which npm ci brought, or the reason it is not here
     with Topology(available(PROCFILES[procfile])) as topology:
         port = free_port()
         # What the workers are told (on Postgres, their lines name the database).

@@ -209,6 +209,10 @@ class Topology:
         # The command prefix that runs a process of that name on another host
         # (the tests' ``hosts.py``); a name not in it runs here.
         self.where: dict[str, list[str]] = {}
+        # The command a worker of that pid runs instead of Resonator: a program
+        # that reads the same environment and says ``worker started`` as
+        # Resonator does (``ts/ops.mjs``, the ops worker in JavaScript).
+        self.programs: dict[str, list[str]] = {}
         self.processes: dict[str, Process] = {}  # the latest of each name
         self.history: list[Process] = []  # every one ever started
         self.port = 0
@@ -284,7 +288,8 @@ class Topology:
         return int((self.scratch / "postgres" / "postmaster.pid").read_text().split()[0])
 
     def worker(self, group: str, pid: str, wait: bool = True, **env: str) -> Process:
-        process = self.start(pid, python("-m", "resonator"), {"GRP": group, "PID": pid, **env})
+        program = self.programs.get(pid, python("-m", "resonator"))
+        process = self.start(pid, program, {"GRP": group, "PID": pid, **env})
         if wait:
             started(process, group, pid)
         return process

@@ -4,8 +4,9 @@ The protocol logic is hardly ours: every request is applied to the SDK's own
 model of the server, ``resonate.connections.local.ServerState``, the one its
 in-process connection runs on (indexed, with a bounded memory, and answering
 ``task.get`` as well: see ``model.py``). This module puts that model behind
-the HTTP protocol the real server speaks, so the SDK's HTTP and SSE clients
-talk to it unchanged, and keeps it standing under hostile input:
+the HTTP protocol the real server speaks, in the real server's words
+(``wire.py``), so that the SDKs' HTTP and SSE clients talk to it as to the
+real server, and keeps it standing under hostile input:
 
 - ``POST /`` takes a request envelope and answers with a response envelope;
 - ``GET /poll/{group}/{pid}`` streams the messages addressed to that process
@@ -16,6 +17,12 @@ With a token (``--token``, or ``RESONATE_TOKEN`` as the SDK reads it), every
 request and stream must carry ``Authorization: Bearer <token>``; anything else
 is answered 401 and changes nothing, and ``/health`` says only that it is up.
 Without a token it listens on loopback only.
+
+A message for a process that is connected goes out at once. One for a
+process that is not waits for it for a scan or two (0.1 to 0.2 s), and is
+then dropped, until the retry timeout sends the task again: the real server
+sends every message from a scan, every 0.1 s, so a process that connects
+just after the work for it was created still gets it there, and gets it here.
 
 Like ``resonate dev``, it keeps everything in memory: a restart forgets every
 promise. Run it with ``resonator-devserver`` (``--help`` for the flags).
@@ -42,15 +49,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 from resonate.connections import local
-from resonate.connections.local import (
-    OutgoingMessage,
-    unwrap_request_envelope,
-    wrap_response_envelope,
-)
+from resonate.connections.local import unwrap_request_envelope
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.servers import KEEP, OneLine, positive
+from resonator.servers import KEEP, OneLine, positive, wire
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator.servers.devserver")
 
-TICK_SECONDS = 0.1
+TICK_SECONDS = 0.1  # how often time passes, and messages nobody took are tried again
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # A connection that has not sent a whole request within this many seconds
 # (its first, or its next one) is closed. Longer than the 15 s for which
@@ -98,6 +101,9 @@ class DevServer:
         self.state = IndexedServerState(keep)
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
+        self.url = ""  # where it listens, which every execute message names
+        # Messages whose process was not connected: (when to drop, address, message).
+        self.waiting: list[tuple[float, str, bytes]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self.authorize])
@@ -154,11 +160,8 @@ class DevServer:
             return web.json_response({"error": "the answer cannot be JSON"}, status=500)
         finally:
             self.deliver()
-        status = envelope["head"]["status"]
         return web.Response(
-            body=encoded,
-            status=status if status >= 400 else 200,
-            content_type="application/json",
+            body=encoded, status=envelope["head"]["status"], content_type="application/json"
         )
 
     async def body(self, request: web.Request) -> Any:
@@ -175,9 +178,9 @@ class DevServer:
             raise TurnedAway(400, f"invalid JSON: {error}") from None
 
     def answer(self, flat: Any) -> dict[str, Any]:
-        """The model's response envelope to a flat request."""
+        """The model's response envelope to a flat request, in the real server's words."""
         try:
-            response = self.state.apply(now_ms(), flat)
+            response = self.state.apply(now_ms(), wire.request(self.state, flat))
         except ServerError as error:
             kind, corr_id = (
                 (flat.get("kind"), flat.get("corrId")) if isinstance(flat, dict) else (None, None)
@@ -191,7 +194,7 @@ class DevServer:
         except Exception as error:  # the model choked on something: that request fails
             log.debug("request failed: %r", flat, exc_info=True)
             raise TurnedAway(500, f"{type(error).__name__}: {error}") from None
-        return wrap_response_envelope(response)
+        return wire.answer(self.state, flat, response)
 
     async def poll(self, request: web.Request) -> web.StreamResponse:
         group, pid = request.match_info["group"], request.match_info["pid"]
@@ -201,6 +204,7 @@ class DevServer:
         if replaced := self.streams[group].get(pid):
             replaced.put_nowait(None)
         self.streams[group][pid] = stream
+        self.send_waiting()
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -252,16 +256,29 @@ class DevServer:
     def deliver(self) -> None:
         """Send what the last request or tick produced to whoever it names."""
         outgoing, self.state.outgoing = self.state.outgoing, []
+        until = time.monotonic() + TICK_SECONDS
         for message in outgoing:
-            if stream := self.route(message):
-                stream.put_nowait(msgspec.json.encode(message.message))
-            else:
-                # The server's retry timeout sends a pending task again.
-                log.debug("nobody at %s: dropped %s", message.address, message.message)
+            said = msgspec.json.encode(wire.message(self.state, message.message, self.url))
+            self.waiting.append((until, message.address, said))
+        self.send_waiting()
 
-    def route(self, message: OutgoingMessage) -> Stream | None:
+    def send_waiting(self) -> None:
+        """Send each message waiting whose process is connected; drop those that waited long enough.
+
+        A dropped ``execute`` is sent again when the retry timeout sends its task again.
+        """
+        now, waiting, self.waiting = time.monotonic(), self.waiting, []
+        for until, address, message in waiting:
+            if stream := self.route(address):
+                stream.put_nowait(message)
+            elif now < until:
+                self.waiting.append((until, address, message))
+            else:
+                log.debug("nobody at %s: dropped %s", address, message.decode())
+
+    def route(self, address: str) -> Stream | None:
         """``poll://uni@group/pid`` is that process; ``poll://any@group`` any one, in turn."""
-        scheme, _, rest = message.address.partition("://")
+        scheme, _, rest = address.partition("://")
         cast, _, place = rest.partition("@")
         group, _, pid = place.partition("/")
         members = self.streams.get(group)
@@ -316,7 +333,8 @@ async def listen(host: str, port: int, server: DevServer) -> None:
     try:
         # The bound address, so that --port 0 tells what it got.
         bound_host, bound_port = listener.sockets[0].getsockname()[:2]
-        print(f"resonator-devserver listening on http://{bound_host}:{bound_port}", flush=True)
+        server.url = f"http://{bound_host}:{bound_port}"
+        print(f"resonator-devserver listening on {server.url}", flush=True)
         await stop.wait()
     finally:
         listener.close()

@@ -3,7 +3,7 @@
 ``resonate.connections.local.ServerState`` is the SDK authors' in-process
 model of the server: the stand-in serves it over HTTP, and embedded mode runs
 on it through the SDK's ``LocalConnection``. Its answers are the SDK's own.
-This subclass changes five things:
+This subclass changes six things:
 
 - two lookups walked every promise held on each step (``preload`` and
   ``enqueue_settle``); they use indexes that give the same results, so a
@@ -22,7 +22,11 @@ This subclass changes five things:
   model takes them from anyone: a run that had lost its lease (its process
   cut off for longer than the lease) released the task from under the run
   that had taken it since, whose next step then failed and released it in
-  turn, and the two went round for as long as both lived.
+  turn, and the two went round for as long as both lived. It refuses a
+  ``task.acquire`` of a pending task at another version likewise;
+- it counts how many times each task was handed out, which is how the real
+  server numbers a task's versions (the model counts releases, lapses and
+  resumes instead): ``wire.py`` says the stand-in's versions in that count.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class IndexedServerState(ServerState):
         self.promises: Promises = Promises()
         self.keep = keep
         self.kept: dict[str, None] = {}  # settled roots, oldest first
+        self.claims: dict[str, int] = defaultdict(int)  # task -> times handed out
 
     def apply(self, now: int, req: Any) -> dict[str, Any]:
         kind, corr_id = (req.get("kind"), req.get("corrId")) if isinstance(req, dict) else ("", "")
@@ -123,14 +128,33 @@ class IndexedServerState(ServerState):
         if kind == "task.heartbeat" and len({origin_of(t["id"]) for t in tasks(req)}) > 1:
             # The protocol's rule, which the real server applies and the model does not.
             return head | {"status": 400, "error": "All tasks must belong to the same origin"}
-        if kind in ("task.release", "task.fulfill", "task.suspend") and self.stale(req):
+        if kind == "task.acquire" and self.stale(req, "pending"):
+            return head | {"status": 409, "error": "Version mismatch"}
+        if kind in ("task.release", "task.fulfill", "task.suspend") and self.stale(req, "acquired"):
             return head | {"status": 409, "error": "Task version mismatch or invalid state"}
         return super().apply(now, req)
 
-    def stale(self, req: dict[str, Any]) -> bool:
-        """The task is held, but at another version: the request comes from a lease since lost."""
+    def stale(self, req: dict[str, Any], state: str) -> bool:
+        """The task is in ``state``, but at another version: the request comes from an older one.
+
+        A lease since lost, or (for an acquire) a message sent before the task
+        was handed out and given back again.
+        """
         task = self.tasks.get(require_task_id(req))
-        return task is not None and task.state == "acquired" and req.get("version") != task.version
+        return task is not None and task.state == state and req.get("version") != task.version
+
+    def task_acquire(self, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
+        return self.claimed(super().task_acquire(now, corr_id, req))
+
+    def task_create(self, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
+        return self.claimed(super().task_create(now, corr_id, req))
+
+    def claimed(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Count the claim if ``answer`` hands a task out."""
+        task = answer.get("task")
+        if answer["status"] < 300 and task is not None and task["state"] == "acquired":
+            self.claims[task["id"]] += 1
+        return answer
 
     def task_get(self, req: Any) -> dict[str, Any]:
         task = self.tasks.get(require_task_id(req))
@@ -210,4 +234,5 @@ class IndexedServerState(ServerState):
             del self.promises[id]
             if self.tasks.pop(id, None):
                 self.del_t_timeout(id)
+                self.claims.pop(id, None)
             self.del_p_timeout(id)
