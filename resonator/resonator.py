@@ -118,8 +118,9 @@ def connect(
     ``poll://uni@group/pid``. ``ttl`` is the lease on a task it takes: how
     soon the work of a process that died is handed out again. ``runner`` is
     what the functions know of this process (its name, for trace lines).
-    In this process, the server keeps the ``keep`` most recently settled
-    computations (None: all). Call ``start()`` on the client inside a running event loop.
+    The SDK's own server keeps the ``keep`` most recently settled
+    computations (None: all). Call ``start()`` on the client inside a
+    running event loop; the connection tells how the server fares.
     """
     connection = Connection(url, group, pid, ttl, keep)  # each part works around a defect
     resonate = Resonate(
