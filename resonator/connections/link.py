@@ -50,10 +50,10 @@ class Link:
     says why. A worker turned away says so and keeps asking, quietly.
     """
 
-    def __init__(self, url: str, sender: Sender | None = None) -> None:
+    def __init__(self, url: str) -> None:
         self.url = printable(url)
-        # Asks the server, once it answers, whether it takes this SDK's ids.
-        self.sender = sender
+        # What asks the server, once it answers, whether it takes this SDK's ids.
+        self.sender: Sender | None = None
         self.probe: asyncio.Future[str | None] | None = None
         self.incompatible = False  # the server refuses this SDK's ids: asking again is in vain
         self.up = asyncio.Event()  # set while the channel works
