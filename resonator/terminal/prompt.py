@@ -98,9 +98,8 @@ async def compute(client: Client, keys: CtrlC, text: str, shown: bool) -> str | 
     computation is while it waits.
     """
     if client.link and not client.link.up.is_set():
-        print(f"waiting for the server at {client.link.url} (Ctrl-C stops waiting)")
         try:
-            await keys.wait(client.ready(None))
+            await keys.wait(waiting_for_the_server(client))
         except Interrupted:
             print("\nstopped waiting for the server; nothing was started\n")
             return None
@@ -116,6 +115,14 @@ async def compute(client: Client, keys: CtrlC, text: str, shown: bool) -> str | 
         return id
     print(f"= {value}\n")  # under the line typed, which the terminal shows
     return id
+
+
+async def waiting_for_the_server(client: Client) -> None:
+    # Said from within the wait, which Ctrl-C is then sure to stop: said
+    # before it began, a Ctrl-C pressed at once could come before it, and be lost.
+    assert client.link is not None
+    print(f"waiting for the server at {client.link.url} (Ctrl-C stops waiting)")
+    await client.ready(None)
 
 
 async def progress(client: Client, id: str, computing: Awaitable[int]) -> int:
