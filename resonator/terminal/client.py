@@ -101,13 +101,19 @@ class Client:
     async def evaluate(self, expr: Expr, id: str, named: bool) -> int:
         value = await self.outcome(self.resonate.run(id, "=", expr), id)
         if named:
-            # An id that already exists is attached to, whatever it computes,
-            # so a reused id must name the same expression to answer this one.
-            stored = (await self.resonate.promises.get(id)).param.data
-            if stored and stored["args"] != msgspec.json.decode(msgspec.json.encode([expr])):
-                other = render(stored["args"][0])
-                raise ApplicationError(f"id {id} already names another expression: {other}")
+            await self.same(expr, id)
         return value
+
+    async def same(self, expr: Expr, id: str) -> None:
+        """``ApplicationError`` unless computation ``id`` computes ``expr``.
+
+        An id that already exists is attached to, whatever it computes, so a
+        reused id must name the same expression to answer this one.
+        """
+        stored = (await self.resonate.promises.get(id)).param.data
+        if stored and stored["args"] != msgspec.json.decode(msgspec.json.encode([expr])):
+            other = render(stored["args"][0])
+            raise ApplicationError(f"id {id} already names another expression: {other}")
 
     async def outcome(self, handle: ResonateHandle[int], id: str) -> int:
         """The value of computation ``id``, read again each time the server is back.
@@ -143,10 +149,13 @@ class Client:
         finally:
             result.cancel()
 
-    async def begin(self, text: str, id: str) -> None:
+    async def begin(self, text: str, id: str, named: bool = False) -> None:
         """Start computation ``id`` of ``text`` (or attach to it) without waiting for it."""
         try:
-            await self.resonate.run(id, "=", parse(text)).id()
+            expr = parse(text)
+            await self.resonate.run(id, "=", expr).id()
+            if named:
+                await self.same(expr, id)
         except ParseError as error:
             raise Failed(syntax_error(text, error)) from None
         except ResonateError as error:
