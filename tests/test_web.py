@@ -12,14 +12,17 @@ import json
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zipfile import ZipFile
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from resonator.harness.processes import WAIT, free_port
+from resonator.harness.processes import WAIT, free_port, python
 from resonator.web.screenshot import launch, midway, web
+from tests.conftest import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -230,14 +233,22 @@ def test_the_three_failure_modes_play_as_the_demo_plays_them(page: Page) -> None
 
 
 def ask(
-    url: str, path: str, body: object = None, host: str | None = None, origin: str | None = None
+    url: str,
+    path: str,
+    body: object = None,
+    *,
+    host: str | None = None,
+    origin: str | None = None,
+    token: str | None = None,
 ) -> tuple[int, Any]:
     """(status, JSON answer) of a request as any program, or another site, may send it."""
-    address = url.removeprefix("http://").rstrip("/")
+    address = url.removeprefix("http://").partition("/")[0]
     connection = http.client.HTTPConnection(address, timeout=WAIT)
     headers = {"Host": host or address, "Content-Type": "application/json"}
     if origin:
         headers["Origin"] = origin
+    if token:
+        headers["Cookie"] = f"resonator-web={token}"
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     connection.request("GET" if body is None else "POST", path, data, headers)
     answer = connection.getresponse()
@@ -250,7 +261,7 @@ def ask(
 
 def part(url: str, name: str) -> Any:
     """One part of what the page shows, as the page's stream sends it first."""
-    address = url.removeprefix("http://").rstrip("/")
+    address = url.removeprefix("http://").partition("/")[0]
     connection = http.client.HTTPConnection(address, timeout=WAIT)
     connection.request("GET", "/events")
     stream = connection.getresponse()
@@ -327,14 +338,20 @@ def test_attached_to_a_running_topology_it_computes_and_starts_nothing(
     browser: Browser, site: tuple[Process, str]
 ) -> None:
     server = site[0].wait_for(r"^the Resonate server: (\S+)$").group(1)
-    attached, url = web("--url", server)
+    # With a token: the address printed carries it, and nothing else gets in.
+    attached, url = web("--url", server, "--token", "s3cret")
     try:
+        own = url.partition("/?")[0]
+        assert url == f"{own}/?token=s3cret"
+        assert ask(own, "/")[0] == 401
+        assert ask(own, "/?token=s3cre")[0] == 401
+        assert ask(own, "/compute", {"text": "1 + 2"}, origin=own, token="s3cre")[0] == 401
         page = browser.new_page()
-        problems = watch(page, url)
-        page.goto(url)
-        expect(page.locator("#server")).to_contain_text(
-            f"Attached to the Resonate server at {server}"
-        )
+        problems = watch(page, own)
+        page.goto(url)  # the token goes into a cookie, and out of the address bar
+        assert page.url == f"{own}/"
+        attached_to = f"Attached to the Resonate server at {server}"
+        expect(page.locator("#server")).to_contain_text(attached_to)
         compute(page, "2 * (3 + 4)")
         expect(page.locator("#tree > li > .node")).to_have_attribute("data-state", "resolved")
         expect(page.locator("#computations li").first.locator(".value")).to_have_text("= 14")
@@ -342,9 +359,41 @@ def test_attached_to_a_running_topology_it_computes_and_starts_nothing(
         expect(page.locator("#scenarios")).to_be_hidden()
         assert problems == []
         page.close()
-        assert ask(url, "/kill", {"pid": 1}, origin=url.rstrip("/"))[0] == 409
+        assert ask(own, "/kill", {"pid": 1}, origin=own, token="s3cret")[0] == 409
     finally:
         attached.kill()
+
+
+def test_it_will_not_serve_beyond_loopback_without_a_token_nor_on_a_port_in_use(
+    url: str,
+) -> None:
+    page = python("-m", "resonator.web.app")
+    done = subprocess.run(
+        [*page, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert done.returncode == 2
+    assert "will not serve on 0.0.0.0 without a token" in done.stderr
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    done = subprocess.run(
+        [*page, "--port", port], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(f"resonator-web: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_the_page_ships_in_the_package(tmp_path: Path) -> None:
+    """The page's files are in the wheel, as hatchling builds it, so an install has them."""
+    subprocess.run(
+        ["uv", "build", "--wheel", "--quiet", "-o", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=WAIT,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = {path.name for path in (ROOT / "resonator" / "web" / "static").iterdir()}
+    assert {"index.html", "page.js", "page.css", "favicon.svg"} <= names
+    assert {f"resonator/web/static/{name}" for name in names} <= set(ZipFile(wheel).namelist())
 
 
 def test_the_page_reconnects_by_itself_and_ctrl_c_stops_everything(browser: Browser) -> None:
