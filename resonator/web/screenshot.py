@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument("path", nargs="?", type=Path, default=Path("docs/web.png"))
     cli.add_argument("--width", type=int, default=1400, help="the window's (default: %(default)s)")
-    cli.add_argument("--height", type=int, default=860, help="the window's (default: %(default)s)")
+    cli.add_argument(
+        "--height",
+        type=int,
+        default=720,
+        help="the window's; the picture is as tall as the page (default: %(default)s)",
+    )
     args = cli.parse_args(argv)
     # Steps slow enough to kill exp/lhs in the middle of one, whatever the machine.
     process, url = web(RESONATOR_EXP_DELAY="1")

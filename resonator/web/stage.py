@@ -10,7 +10,9 @@ started are ever signalled, each by the ``Popen`` that started it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import threading
 from collections import defaultdict, deque
 from contextlib import contextmanager
@@ -67,23 +69,23 @@ class Processes(Stage):
         threading.Thread(target=self.relay, daemon=True).start()
 
     def show(self, name: str, value: Any) -> None:
-        """Put a part on the board, from any thread."""
-        self.loop.call_soon_threadsafe(self.board.put, name, value)
+        """Put a part on the board, from any thread (nothing, once the page has stopped)."""
+        self.on_loop(self.board.put, name, value)
+
+    def on_loop(self, call: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            self.loop.call_soon_threadsafe(call, *args)
 
     def relay(self) -> None:
         """The latest lines of each process, the operators' runs and who is up, as they change."""
         seen = 0
-        while True:
+        while not self.loop.is_closed():
             for name, line in self.topology.transcript.after(seen, timeout=EVERY):
                 seen += 1
                 self.latest[name].append(line)
                 self.runs.hear(name, line)
-            runs = {id: self.runs.of(id) for id in self.runs.steps}
-            try:
-                self.show("processes", self.snapshot())
-                self.show("runs", runs)
-            except RuntimeError:  # the loop has closed: the page is gone
-                return
+            self.show("processes", self.snapshot())
+            self.show("runs", {id: self.runs.of(id) for id in self.runs.steps})
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
@@ -92,7 +94,7 @@ class Processes(Stage):
                 "title": title(name),
                 "pid": process.popen.pid,
                 "up": process.popen.poll() is None,
-                "status": process.popen.returncode,
+                "ended": ended(process.popen.returncode),
                 "lines": list(self.latest[name]),
                 "restartable": name == "server" or name in GROUPS,
             }
@@ -156,7 +158,7 @@ class Processes(Stage):
         try:
             self.revive()
             SCENARIOS[name](self, id)
-        except (TimeoutError, AssertionError) as error:
+        except Exception as error:  # a process that never said what was awaited, say
             self.say(f"the scenario went wrong: {error}")
         finally:
             self.playing = ""
@@ -192,10 +194,17 @@ class Processes(Stage):
         """The page shows it as it is."""
 
     def prompt(self, id: str, name: str) -> Child:
-        self.loop.call_soon_threadsafe(self.computations.add, id, ARTICLE, True)
+        self.on_loop(self.computations.add, id, ARTICLE, True)
         return super().prompt(id, name)
 
 
 def title(name: str) -> str:
     """A process as the page names it: exp/lhs, ops/ops1, the server, a prompt."""
     return f"{GROUPS[name]}/{name}" if name in GROUPS else name
+
+
+def ended(status: int | None) -> str:
+    """How a process ended, from its exit status: "killed by SIGKILL", "exited 0"."""
+    if status is None:
+        return ""
+    return f"killed by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"

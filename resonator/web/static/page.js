@@ -167,7 +167,7 @@ function showProcesses(list) {
           { class: "head" },
           el("span", { class: "name" }, p.title),
           el("span", { class: "pid" }, `pid ${p.pid}`),
-          el("span", { class: "up" }, p.up ? "up" : `down (${p.status})`),
+          el("span", { class: "up" }, p.up ? "up" : `down: ${p.ended}`),
           p.up
             ? button(`Kill ${p.title}`, "/kill", { pid: p.pid })
             : p.restartable && button(`Start ${p.title}`, "/start", { name: p.name }),
