@@ -122,11 +122,9 @@ class Page:
 
     def open(self, url: str) -> None:
         """What the page shows before anything happens, and the processes from now on."""
-        stage = self.processes is not None
-        plays = (
-            [{"name": n, "what": play.__doc__} for n, play in SCENARIOS.items()] if stage else []
-        )
-        self.board.put("setup", {"server": url, "own": stage, "scenarios": plays})
+        own = self.processes is not None
+        plays = [{"name": n, "what": play.__doc__} for n, play in SCENARIOS.items()]
+        self.board.put("setup", {"server": url, "own": own, "scenarios": plays if own else []})
         self.computations.publish()
         if self.processes:
             self.processes.open(self.board, self.trees, self.computations)

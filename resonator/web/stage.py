@@ -39,7 +39,8 @@ AFTER_KILL = {
     "exp": "what is addressed to it waits, unclaimed once its lease lapses, "
     "until a process with its pid is back",
     "ops": "an operation it had taken goes to the other ops worker once its lease lapses",
-    "server": "the workers wait for it; the stand-in and resonate dev forget every promise",
+    "server": "the workers wait for it, and every promise it kept in memory is gone",
+    "postgres": "the workers wait for it; every promise is in the database",
 }
 
 
@@ -123,10 +124,16 @@ class Processes(Stage):
             for name, process in list(self.topology.processes.items()):
                 if process.popen.pid == pid and process.popen.poll() is None:
                     self.kill(name, "with its button")
-                    if why := AFTER_KILL.get(GROUPS.get(name, name)):
+                    if why := self.aftermath(name):
                         self.say(f"{title(name)} is down: {why}.")
                     return
         raise Busy(f"no process this page started runs with pid {pid}")
+
+    def aftermath(self, name: str) -> str | None:
+        """What follows when process ``name`` dies (a prompt's death is a scenario's to tell)."""
+        if name == "server":
+            return AFTER_KILL["postgres" if self.topology.kind == "postgres" else "server"]
+        return AFTER_KILL.get(GROUPS.get(name, ""))
 
     def restart(self, name: str) -> None:
         """Start the server, or a worker, again."""
