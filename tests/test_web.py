@@ -358,6 +358,7 @@ def test_attached_to_a_running_topology_it_computes_and_starts_nothing(
         expect(page.locator("#computations li").first.locator(".value")).to_have_text("= 14")
         expect(page.locator(".process")).to_have_count(0)
         expect(page.locator("#scenarios")).to_be_hidden()
+        expect(page.locator("#counts")).to_be_hidden()
         assert problems == []
         page.close()
         assert ask(own, "/kill", {"pid": 1}, origin=own, token="s3cret")[0] == 409

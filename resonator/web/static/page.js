@@ -183,6 +183,7 @@ function showSetup() {
     ? `Its own topology, on the Resonate server at ${setup.server}.`
     : `Attached to the Resonate server at ${setup.server}: no processes of its own.`;
   $("scenarios").hidden = !setup.own;
+  $("counts").hidden = !setup.own;
   $("plays").replaceChildren(
     ...setup.scenarios.map((s) =>
       button(`Scenario ${s.name}: ${s.what}`, "/play", { name: s.name }, showStory),
