@@ -1,6 +1,6 @@
 """What resonator-web costs its Resonate server: requests per second, idle and following a tree.
 
-    uv run python bench/web.py               # about three minutes
+    uv run python bench/web.py               # about four minutes
     uv run python bench/web.py --idle 5 --runs 1
 
 It starts resonator-web with a topology of its own on the stand-in, whose
