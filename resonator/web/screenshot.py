@@ -61,7 +61,9 @@ def web(*args: str, **env: str) -> tuple[Process, str]:
     """``resonator-web --port 0 ARGS`` running, and the address it printed first."""
     command = python("-m", "resonator.web.app", "--port", "0", *args)
     process = Process("web", command, os.environ | {"PYTHONUNBUFFERED": "1", **env})
-    return process, process.wait_for(r"^(http://\S+)$").group(1)
+    # Printed once its server and four workers are up: on a busy machine,
+    # several times what one process takes to start.
+    return process, process.wait_for(r"^(http://\S+)$", timeout=3 * WAIT).group(1)
 
 
 def stop(process: Process) -> int:
