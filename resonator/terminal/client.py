@@ -174,10 +174,13 @@ class Client:
         finally:
             result.cancel()
 
-    async def begin(self, text: str, id: str) -> None:
+    async def begin(self, text: str, id: str, id_given: bool = False) -> None:
         """Start computation ``id`` of ``text`` (or attach to it) without waiting for it."""
         try:
-            await self.resonate.run(id, "=", parse(text)).id()
+            expr = parse(text)
+            if id_given:
+                await self.claim(id, expr)
+            await self.resonate.run(id, "=", expr).id()
         except ParseError as error:
             raise Failed(syntax_error(text, error)) from None
         except ResonateError as error:
