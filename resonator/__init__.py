@@ -11,6 +11,10 @@ The plumbing has folders of its own:
   for defects of the SDK and its Postgres connector, a file each;
 - ``servers/``: the servers you start yourself, the stand-in and a local
   Resonate on Postgres;
-- ``terminal/``: the ❯ prompt, batches, the promise tree, the demo;
-- ``harness/``: real processes, for the tests, the demo and the benchmark.
+- ``terminal/``: the ❯ prompt, batches, the promise tree, the demo and the
+  article's failure modes it plays;
+- ``web/``: ``resonator-web``, the same in a browser, with a kill button
+  for each process;
+- ``harness/``: real processes, for the tests, the demo, the page and the
+  benchmark.
 """
