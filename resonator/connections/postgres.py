@@ -7,18 +7,110 @@ woken by NOTIFY. No server process stands in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
+from resonate_base import ConnectorError
 from resonate_pg import PostgresConnection
+from resonate_pg.connection import RPC_SQL
+from resonate_pg.wire import execute_message, unblock_message
 
 from resonator.connections.link import Refused
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from resonate_pg.client import PgConn
+
     from resonator.connections.link import Link
 
 log = logging.getLogger("resonator")
+
+# Every message addressed to this process, in one statement: the work sent to
+# its group, the work sent to it alone, and the promises it waits for.
+DRAIN = (
+    "SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT NULL, NULL, promise::text FROM resonate.dequeue_unblock(%s, %s)"
+)
+
+
+# A request, as the connector sends it (``RPC_SQL``), but for a task that is
+# taken (``task.acquire``) or told to go on at once (``task.suspend`` answered
+# 300): its answer also carries the promises the task has created so far, as
+# the protocol's ``preload`` allows (resonate.sql sends none). The SDK keeps
+# them, and a replay of the task does not ask for them again, one
+# ``task.fence`` each. Read in the same statement, so in one round trip.
+PRELOADING = """
+WITH asked AS (SELECT %s::text::jsonb AS request),
+answered AS (SELECT request, resonate.resonate_rpc(request) AS answer FROM asked)
+SELECT CASE
+  WHEN (request->>'kind', answer->'head'->>'status') IN (('task.acquire', '200'),
+                                                       ('task.suspend', '300'))
+  THEN jsonb_set(answer, '{data,preload}', (
+    SELECT coalesce(jsonb_agg(resonate._promise_json(child, now)), '[]')
+    FROM resonate.promises AS child,
+         (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now) AS clock
+    WHERE child.origin_id = split_part(request->'data'->>'id', ':', 1)
+      AND child.parent_id = request->'data'->>'id'
+      AND child.id <> child.parent_id))
+  ELSE answer END::text
+FROM answered
+"""
+
+
+class OneTrip:
+    """Sessions in which each statement is a transaction of its own: one round trip a request.
+
+    The connector's sessions (``resonate_pg.client.PsycopgSessions``) are
+    transactions: BEGIN, the statement, COMMIT, three round trips for every
+    request. A request is one statement, ``resonate.resonate_rpc(...)``, and
+    on a connection in autocommit a statement is a transaction of its own,
+    committed by the database before it answers: as atomic, and a third of
+    the round trips. It also leaves nothing open between two messages of the
+    client: a process cut off mid-request holds no lock past the end of its
+    statement. What could still hold one, a statement that never gets to the
+    end of its transaction, is ended after ``TRANSACTION_TIMEOUT`` (Postgres
+    17 and later).
+    """
+
+    TRANSACTION_TIMEOUT = "5s"
+
+    def __init__(self, url: str, size: int = 16) -> None:
+        self.url = url
+        self.pool = AsyncConnectionPool(
+            url,
+            kwargs={"autocommit": True, "prepare_threshold": 0},
+            configure=self.configure,
+            min_size=1,
+            max_size=size,  # concurrent requests of this process, as the connector allows
+            open=False,
+        )
+        self.opened: asyncio.Task[None] | None = None
+
+    @staticmethod
+    async def configure(connection: psycopg.AsyncConnection[object]) -> None:
+        if connection.info.server_version >= 170000:
+            await connection.execute(f"SET transaction_timeout = '{OneTrip.TRANSACTION_TIMEOUT}'")
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[PgConn]:
+        # Opened on first use, in the running loop, once (a second caller waits for the first).
+        self.opened = self.opened or asyncio.ensure_future(self.pool.open())
+        await asyncio.shield(self.opened)
+        async with self.pool.connection() as connection:
+            yield cast("PgConn", connection)
+
+    async def dedicated(self) -> PgConn:
+        """A connection of its own, for LISTEN."""
+        connection = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        return cast("PgConn", connection)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 class KeepSweeping(PostgresConnection):
@@ -36,14 +128,40 @@ class KeepSweeping(PostgresConnection):
     """
 
     SWEEP_SECONDS = 1.0
+    preloading = True  # until the database says this role may not read the promises
 
     def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
         # The pump drains when NOTIFY says there is something to take, and at
         # least once a second (the connector's default is four times), which
         # is also how soon an outage of the database is noticed.
-        super().__init__(url, pid=pid, group=group, tick=1.0)
+        super().__init__(sessions=OneTrip(url), pid=pid, group=group, tick=1.0)
         self.link = link
         self.next_sweep = 0.0
+
+    async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        """A request, in one statement: ``PRELOADING``, or the connector's own where it may not."""
+        if self._stopped:
+            raise ConnectorError(RuntimeError("connection has been stopped"))
+        try:
+            if self.preloading:
+                try:
+                    return await self.request(PRELOADING, req)
+                except psycopg.errors.InsufficientPrivilege:
+                    # The statement failed whole, so nothing was done: ask again without it.
+                    log.info("this role may not read resonate.promises: no preloads")
+                    self.preloading = False
+            return await self.request(RPC_SQL, req)
+        except ConnectorError:
+            raise
+        except Exception as error:  # as the connector: whatever failed, the request did
+            raise ConnectorError(error) from error
+
+    async def request(self, statement: str, req: str) -> str:
+        async with self._sessions.session() as connection:
+            row = await (await connection.execute(statement, (req,))).fetchone()
+        if row is None or row[0] is None:
+            raise ConnectorError(RuntimeError("resonate.resonate_rpc returned no row"))
+        return str(row[0])
 
     async def _drain(self) -> None:
         # The pump drains at least once a second: a heartbeat of the database. A
@@ -53,13 +171,31 @@ class KeepSweeping(PostgresConnection):
             2.0, self.link.lost, ConnectionError("the database does not answer")
         )
         try:
-            await super()._drain()
+            await self._fire_timers()
+            await self.take()
         except Exception as error:
             self.link.lost(ConnectionError(error))
             raise
         finally:
             hanging.cancel()
         self.link.connected()
+
+    async def take(self) -> None:
+        """Claim every message addressed to this process, in one statement, and hand them on.
+
+        The connector's drain makes three statements in one transaction, five
+        round trips; here one. Delivered once the statement (and its
+        transaction) is over, as the connector does, and again at once if a
+        kind of message filled its page.
+        """
+        limit = self._limit
+        params = (self._anycast, limit, self._unicast, limit, self._unicast, limit)
+        async with self._sessions.session() as connection:
+            rows = await (await connection.execute(DRAIN, params)).fetchall()
+        for task, version, promise in rows:
+            self._deliver(unblock_message(promise) if promise else execute_message(task, version))
+        if len(rows) >= self._limit:
+            self._wake.set()
 
     async def _listen_once(self) -> None:
         # Its own connection, opened at once: the first to hear why the
