@@ -126,10 +126,12 @@ class Probe:
 
         send, recv, init = Transport.send, Transport.recv, KeepSweeping.__init__
 
-        async def timed_send(self: Transport, kind: str, corr: str, body: str, *rest: Any) -> Any:
+        async def timed_send(
+            self: Transport, kind: str, corr_id: str, body: str, headers: Any = None
+        ) -> Any:
             t0 = time.monotonic()
             try:
-                return await send(self, kind, corr, body, *rest)
+                return await send(self, kind, corr_id, body, headers)
             finally:
                 cls.say(e="req", kind=kind, t0=t0, t1=time.monotonic(), **subjects(body))
 
@@ -154,7 +156,7 @@ class Probe:
 
 
 def subjects(body: str) -> dict[str, Any]:
-    """The ids a request acts on: its task (or awaited promise), and the promise its action names."""
+    """The ids a request acts on: its task (or awaited promise), and the promise it names."""
     data = json.loads(body)["data"]
     action = data.get("action") or {}
     return {
@@ -216,18 +218,31 @@ def variant(spec: str) -> None:
 
     ``no-onetrip``: the connector's sessions (BEGIN, statement, COMMIT);
     ``no-drain``: the connector's drain (three statements in a transaction);
-    ``no-preload``: requests as the connector sends them; ``before``: all three.
+    ``no-preload``: requests as the connector sends them;
+    ``before``: all of these.
+    And on any server, ``sdk-heartbeat``: the SDK's own heartbeat, whose first
+    beat comes as a task starts (``connections/heartbeat.py``'s waits half a lease).
     """
+    from resonate.heartbeat import AsyncHeartbeat
     from resonate_pg.client import PsycopgSessions
 
-    from resonator.connections import postgres
+    from resonator.connections import Server, postgres
 
     ORIGINAL.setdefault("OneTrip", postgres.OneTrip)
     ORIGINAL.setdefault("take", postgres.KeepSweeping.take)
+    ORIGINAL.setdefault("heartbeat", Server.heartbeat)
     postgres.OneTrip = ORIGINAL["OneTrip"]  # type: ignore[misc]
     postgres.KeepSweeping.take = ORIGINAL["take"]  # type: ignore[method-assign]
     postgres.KeepSweeping.preloading = True
+    Server.heartbeat = ORIGINAL["heartbeat"]  # type: ignore[method-assign]
     names = set(spec.split("+"))
+    if "sdk-heartbeat" in names:
+
+        def heartbeat(self: Server, sender: Any, pid: str, lease: Any) -> Any:
+            beat = ORIGINAL["heartbeat"](self, sender, pid, lease)
+            return beat and AsyncHeartbeat(pid, beat.interval_ms, sender)
+
+        Server.heartbeat = heartbeat  # type: ignore[method-assign]
     if "before" in names:
         names |= {"no-onetrip", "no-drain", "no-preload"}
     if "no-onetrip" in names:
@@ -267,7 +282,7 @@ def worker() -> None:
 
 @contextlib.contextmanager
 def topology(spec: str, env: dict[str, str]) -> Iterator[Topology]:
-    """A server for ``spec`` (``standin``, or ``postgres[+...][@setting=value,...]``), and workers."""
+    """A server for ``spec`` (``standin``, or ``postgres[+...][@setting=value,...]``); workers."""
     from resonator.harness.processes import Topology, python, started
 
     server, _, settings = spec.partition("@")
@@ -342,10 +357,10 @@ def measure(spec: str, runs: int, folder: Path) -> dict[str, Any]:
 
 
 STATISTICS = {
-    "functions": "SELECT funcname, sum(calls)::float, sum(total_time)::float FROM pg_stat_user_functions "
-    "WHERE schemaname = 'resonate' GROUP BY funcname",
-    "wal": "SELECT sum(fsyncs)::float, sum(fsync_time)::float, sum(writes)::float, sum(write_time)::float "
-    "FROM pg_stat_io WHERE object = 'wal'",
+    "functions": "SELECT funcname, sum(calls)::float, sum(total_time)::float "
+    "FROM pg_stat_user_functions WHERE schemaname = 'resonate' GROUP BY funcname",
+    "wal": "SELECT sum(fsyncs)::float, sum(fsync_time)::float, sum(writes)::float, "
+    "sum(write_time)::float FROM pg_stat_io WHERE object = 'wal'",
     "since": "SELECT extract(epoch FROM now() - stats_reset)::float FROM pg_stat_io LIMIT 1",
     "settings": "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', "
     "'synchronous_commit', 'wal_sync_method', 'full_page_writes', 'commit_delay')",
@@ -427,10 +442,10 @@ def path(window: tuple[float, float], events: list[dict[str, Any]]) -> dict[str,
             ours = request["id"] == task or (
                 request["kind"] == "task.create" and request["child"] == task
             )
-            if request["p"] == where and ours and (began is None or began["t"] <= request["t0"]):
-                if request["t0"] <= sender["t0"]:
-                    back_to(request["t1"], OWN)
-                    back_to(request["t0"], request["kind"])
+            since = began["t"] if began else start
+            if request["p"] == where and ours and since <= request["t0"] <= sender["t0"]:
+                back_to(request["t1"], OWN)
+                back_to(request["t0"], request["kind"])
         if began is None:
             break
         back_to(began["t"], OWN)
@@ -465,9 +480,11 @@ def breakdown(spec: str, found: dict[str, Any]) -> dict[str, Any]:
     }
     if "functions" in found:
         calls = {name: (n, total) for name, n, total in found["functions"]}
-        calls["dequeue_execute"] = tuple(  # type: ignore[assignment]
-            a + b for a, b in zip(calls["dequeue_execute"], calls.get("dequeue_unblock", (0, 0)))
+        executes, unblocks = (
+            calls.get("dequeue_execute", (0, 0)),
+            calls.get("dequeue_unblock", (0, 0)),
         )
+        calls["dequeue_execute"] = (executes[0] + unblocks[0], executes[1] + unblocks[1])
         for kind, row in report["rows"].items():
             n, total = calls.get(FUNCTIONS.get(kind, ""), (0, 0))
             if n:  # per call; the drain calls the dequeues three times
@@ -485,7 +502,11 @@ def breakdown(spec: str, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def deliveries(inside: list[dict[str, Any]]) -> dict[str, float]:
-    """A message's way, in ms (medians): from the sender's commit to the SDK's being handed it."""
+    """A message's way, in ms (medians), from the moment its sender has the answer to its request.
+
+    The NOTIFY goes out as the request commits, which may be before its answer
+    is read (a negative first leg).
+    """
     requests = [e for e in inside if e["e"] == "req"]
     notifies = [e["t"] for e in inside if e["e"] == "notify"]
     sessions = [e for e in inside if e["e"] == "session"]
@@ -509,13 +530,14 @@ def deliveries(inside: list[dict[str, Any]]) -> dict[str, float]:
             continue
         commit, drain = committing[-1]["commit"], max(drains, key=lambda s: s["t1"])
         heard = min((t for t in notifies if commit <= t <= drain["t0"]), default=None)
-        if heard is None:  # woken by the pump's tick, or by another message's NOTIFY
+        if heard is None or sender is None:  # woken by the tick, or by another NOTIFY
             continue
-        legs["commit → NOTIFY heard"].append(heard - commit)
+        answered = sender["t1"]
+        legs["answer → NOTIFY heard"].append(heard - answered)
         legs["NOTIFY → drain begins"].append(drain["t0"] - heard)
         legs["the drain"].append(drain["t1"] - drain["t0"])
         legs["drain → the SDK has it"].append(message["t"] - drain["t1"])
-        legs["commit → the SDK has it"].append(message["t"] - commit)
+        legs["answer → the SDK has it"].append(message["t"] - answered)
     return {leg: statistics.median(times) * 1000 for leg, times in legs.items()}
 
 
@@ -582,40 +604,22 @@ def markdown(reports: dict[str, dict[str, Any]]) -> str:
 
 
 def drive(url: str, spec: str) -> None:
-    """A prompt for --compare: evaluates what stdin asks, says how long it took on stdout."""
-    from bench.bench import balanced
+    """A prompt for --compare: evaluates what stdin asks, says what it measured on stdout."""
+    from bench.bench import Client, balanced
+    from resonator.connections import Server
 
     variant(spec.partition("@")[0])
     logging.getLogger("resonator").setLevel(logging.ERROR)
 
     async def serve() -> None:
-        async with prompt(url, f"compare-{os.getpid()}") as resonate:
-            n = 0
-
-            async def one(expr: Expr) -> float:
-                nonlocal n
-                n += 1
-                start = time.perf_counter()
-                await resonate.run(f"compare-{os.getpid()}-{n}", "=", expr).result()
-                return time.perf_counter() - start
-
-            for line in sys.stdin:
+        async with Client(spec.partition("+")[0], Server(url)) as client:
+            while line := await asyncio.to_thread(sys.stdin.readline):
                 what, depth, count = line.split()
                 expr = balanced(int(depth))
                 if what == "latency":
-                    answer = statistics.median([await one(expr) for _ in range(int(count))])
-                else:  # rate: ``count`` evaluations, 16 in flight
-                    left = int(count)
-
-                    async def lane() -> None:
-                        nonlocal left
-                        while left > 0:
-                            left -= 1
-                            await one(expr)
-
-                    start = time.perf_counter()
-                    await asyncio.gather(*(lane() for _ in range(16)))
-                    answer = int(count) / (time.perf_counter() - start)
+                    answer = statistics.median(await client.latencies(expr, int(count), warmup=0))
+                else:
+                    answer = await client.rate(expr, 16, int(count))
                 print(answer, flush=True)
 
     asyncio.run(serve())
@@ -675,7 +679,7 @@ def compare(specs: list[str], rounds: int) -> str:
             values, base = seen[spec][figure], seen[specs[0]][figure]
             q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
             ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
-            cells.append(f"{statistics.median(values):.1f} ({q1:.1f}–{q3:.1f}) | {ratio:.2f}x")
+            cells.append(f"{statistics.median(values):.1f} ({q1:.1f} to {q3:.1f}) | {ratio:.2f}x")
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -29,21 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator")
 
-# Every message addressed to this process, in one statement: the work sent to
-# its group, the work sent to it alone, and the promises it waits for.
-DRAIN = (
-    "SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
-    "UNION ALL SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
-    "UNION ALL SELECT NULL, NULL, promise::text FROM resonate.dequeue_unblock(%s, %s)"
-)
-
-
 # A request, as the connector sends it (``RPC_SQL``), but for a task that is
-# taken (``task.acquire``) or told to go on at once (``task.suspend`` answered
-# 300): its answer also carries the promises the task has created so far, as
-# the protocol's ``preload`` allows (resonate.sql sends none). The SDK keeps
-# them, and a replay of the task does not ask for them again, one
-# ``task.fence`` each. Read in the same statement, so in one round trip.
+# taken (``task.acquire``) or told to go on at once (``task.suspend``
+# answered 300): its answer also carries the promises the task created that
+# have settled, as the protocol's ``preload`` allows (resonate.sql sends
+# none). The SDK keeps them, and a replay of the task does not ask for them
+# again, one ``task.fence`` each. A settled promise never changes; one still
+# pending is left out, so the replay asks for it, and learns whether it has
+# settled since. Read in the statement of the request: the same round trip.
 PRELOADING = """
 WITH asked AS (SELECT %s::text::jsonb AS request),
 answered AS (SELECT request, resonate.resonate_rpc(request) AS answer FROM asked)
@@ -51,15 +44,22 @@ SELECT CASE
   WHEN (request->>'kind', answer->'head'->>'status') IN (('task.acquire', '200'),
                                                        ('task.suspend', '300'))
   THEN jsonb_set(answer, '{data,preload}', (
-    SELECT coalesce(jsonb_agg(resonate._promise_json(child, now)), '[]')
-    FROM resonate.promises AS child,
-         (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now) AS clock
+    SELECT coalesce(jsonb_agg(resonate._promise_json_raw(child)), '[]')
+    FROM resonate.promises AS child
     WHERE child.origin_id = split_part(request->'data'->>'id', ':', 1)
       AND child.parent_id = request->'data'->>'id'
-      AND child.id <> child.parent_id))
+      AND child.id <> child.parent_id AND child.state <> 'pending'))
   ELSE answer END::text
 FROM answered
 """
+
+# Every message addressed to this process, in one statement: the work sent to
+# its group, the work sent to it alone, and the promises it waits for.
+DRAIN = (
+    "SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT NULL, NULL, promise::text FROM resonate.dequeue_unblock(%s, %s)"
+)
 
 
 class OneTrip:
@@ -147,21 +147,28 @@ class KeepSweeping(PostgresConnection):
                 try:
                     return await self.request(PRELOADING, req)
                 except psycopg.errors.InsufficientPrivilege:
-                    # The statement failed whole, so nothing was done: ask again without it.
-                    log.info("this role may not read resonate.promises: no preloads")
-                    self.preloading = False
+                    self.refused()
             return await self.request(RPC_SQL, req)
         except ConnectorError:
             raise
         except Exception as error:  # as the connector: whatever failed, the request did
             raise ConnectorError(error) from error
 
+    def refused(self) -> None:
+        # The statement failed whole, so nothing was done: it is asked again without the read.
+        log.info("this role may not read resonate.promises: no preloads")
+        self.preloading = False
+
     async def request(self, statement: str, req: str) -> str:
-        async with self._sessions.session() as connection:
-            row = await (await connection.execute(statement, (req,))).fetchone()
-        if row is None or row[0] is None:
+        rows = await self.rows(statement, (req,))
+        if not rows or rows[0][0] is None:
             raise ConnectorError(RuntimeError("resonate.resonate_rpc returned no row"))
-        return str(row[0])
+        return str(rows[0][0])
+
+    async def rows(self, statement: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        async with self._sessions.session() as connection:
+            cursor = await connection.execute(statement, params)
+            return cast("list[tuple[Any, ...]]", await cursor.fetchall())
 
     async def _drain(self) -> None:
         # The pump drains at least once a second: a heartbeat of the database. A
@@ -188,10 +195,8 @@ class KeepSweeping(PostgresConnection):
         transaction) is over, as the connector does, and again at once if a
         kind of message filled its page.
         """
-        limit = self._limit
-        params = (self._anycast, limit, self._unicast, limit, self._unicast, limit)
-        async with self._sessions.session() as connection:
-            rows = await (await connection.execute(DRAIN, params)).fetchall()
+        any, uni, limit = self._anycast, self._unicast, self._limit
+        rows = await self.rows(DRAIN, (any, limit, uni, limit, uni, limit))
         for task, version, promise in rows:
             self._deliver(unblock_message(promise) if promise else execute_message(task, version))
         if len(rows) >= self._limit:
