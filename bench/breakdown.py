@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -70,8 +71,10 @@ VARIANT = "RESONATOR_VARIANT"  # what a probed process takes back (see variant()
 ONE: Expr = ("+", 1, 2)
 WARMUP = 5
 WORKERS = (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops"))
-TRACKING = {"track_functions": "all", "track_io_timing": "on", "track_wal_io_timing": "on"}
-# resonate.sql's functions that a request, the drain, the sweep or the retention calls.
+# What the database counts while the breakdown runs (the first needs a restart).
+TRACKING = "shared_preload_libraries=pg_stat_statements,track_functions=all,"
+TRACKING += "track_io_timing=on,track_wal_io_timing=on"
+# The function of resonate.sql that each kind of request calls.
 FUNCTIONS = {
     "task.create": "task_create",
     "task.acquire": "task_acquire",
@@ -81,8 +84,6 @@ FUNCTIONS = {
     "task.fulfill": "task_fulfill",
     "task.release": "task_release",
     "promise.register_listener": "promise_register_listener",
-    "the drain": "dequeue_execute",  # and dequeue_unblock, added to it
-    "the timer sweep": "process_timeouts",
 }
 OWN = "the processes' own work"
 
@@ -184,7 +185,13 @@ class TimedSessions:
         commit = timed.sql[-1][1] if autocommit and timed.sql else closing
         name = timed.sql[0][0] if timed.sql else "?"
         Probe.say(
-            e="session", name=name, t0=t0, commit=commit, closing=closing, t1=time.monotonic()
+            e="session",
+            name=name,
+            statements=len(timed.sql),
+            t0=t0,
+            commit=commit,
+            closing=closing,
+            t1=time.monotonic(),
         )
 
     async def dedicated(self) -> Any:
@@ -220,6 +227,8 @@ def variant(spec: str) -> None:
     ``no-drain``: the connector's drain (three statements in a transaction);
     ``no-preload``: requests as the connector sends them;
     ``before``: all of these.
+    ``prepare-N`` or ``prepare-never``: psycopg prepares a statement after its
+    N-th run on a connection (5 by default; OneTrip prepares at once).
     And on any server, ``sdk-heartbeat``: the SDK's own heartbeat, whose first
     beat comes as a task starts (``connections/heartbeat.py``'s waits half a lease).
     """
@@ -261,6 +270,16 @@ def variant(spec: str) -> None:
         postgres.KeepSweeping.take = take  # type: ignore[method-assign]
     if "no-preload" in names:
         postgres.KeepSweeping.preloading = False
+    for name in names:
+        if name.startswith("prepare-"):
+            threshold = None if name == "prepare-never" else int(name.removeprefix("prepare-"))
+
+            def sessions(url: str, threshold: int | None = threshold) -> postgres.OneTrip:
+                made: postgres.OneTrip = ORIGINAL["OneTrip"](url)
+                made.pool.kwargs = {"autocommit": True, "prepare_threshold": threshold}
+                return made
+
+            postgres.OneTrip = sessions  # type: ignore[misc,assignment]
 
 
 ORIGINAL: dict[str, Any] = {}  # what variant() changes, as it was
@@ -293,6 +312,11 @@ def topology(spec: str, env: dict[str, str]) -> Iterator[Topology]:
             assign = [setting.partition("=") for setting in settings.split(",")]
             database(running.url, *(f"ALTER SYSTEM SET {k} = '{v}'" for k, _, v in assign))
             database(running.url, "SELECT pg_reload_conf()")
+            restart = "SELECT count(*) FROM pg_settings WHERE pending_restart"
+            if database(running.url, restart)[0][0]:
+                running["server"].signal(signal.SIGTERM)  # the same files, the same port
+                running["server"].wait_closed()
+                running.server()
         for group, pid in WORKERS:
             command = python("-m", "bench.breakdown", "--worker")
             own = {"GRP": group, "PID": pid, VARIANT: server, "PYTHONPATH": str(ROOT)}
@@ -338,14 +362,14 @@ def measure(spec: str, runs: int, folder: Path) -> dict[str, Any]:
     events.unlink(missing_ok=True)
     variant(spec.partition("@")[0])
     Probe.install(Events(str(events), "prompt"))
-    postgres = spec.startswith("postgres")
+    postgres = spec.partition("@")[0].partition("+")[0] not in ("standin", "resonate")
     if spec == "embedded":  # everything in this process
         windows = asyncio.run(evaluate(None, runs))
         return {"windows": windows, "events": [json.loads(line) for line in events.open()]}
-    with topology(spec, {PROBE: str(events)}) as running:
+    tracked = f"{spec}{',' if '@' in spec else '@'}{TRACKING}" if postgres else spec
+    with topology(tracked, {PROBE: str(events)}) as running:
         if postgres:
-            database(running.url, *(f"ALTER SYSTEM SET {k} = '{v}'" for k, v in TRACKING.items()))
-            database(running.url, "SELECT pg_reload_conf()")
+            database(running.url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         windows = asyncio.run(evaluate(running.url, runs))
         found: dict[str, Any] = {"windows": windows}
         if postgres:
@@ -362,6 +386,11 @@ STATISTICS = {
     "wal": "SELECT sum(fsyncs)::float, sum(fsync_time)::float, sum(writes)::float, "
     "sum(write_time)::float FROM pg_stat_io WHERE object = 'wal'",
     "since": "SELECT extract(epoch FROM now() - stats_reset)::float FROM pg_stat_io LIMIT 1",
+    # The statements' own time in the database (their commits come after it).
+    "statements": "SELECT CASE WHEN query LIKE '%dequeue_%' THEN 'the drain' "
+    "WHEN query LIKE '%process_timeouts%' THEN 'the timer sweep' ELSE 'a request' END, "
+    "sum(calls)::float, sum(total_exec_time)::float FROM pg_stat_statements "
+    "WHERE query LIKE '%resonate.%' AND query NOT LIKE '%pg_stat%' GROUP BY 1",
     "settings": "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', "
     "'synchronous_commit', 'wal_sync_method', 'full_page_writes', 'commit_delay')",
 }
@@ -374,6 +403,7 @@ async def evaluate(url: str | None, runs: int) -> list[tuple[float, float]]:
         for n in range(WARMUP + runs):
             if n == WARMUP and url and url.startswith("postgresql"):
                 database(url, "SELECT pg_stat_reset(), pg_stat_reset_shared('io')")
+                database(url, "SELECT pg_stat_statements_reset()")
             start = time.monotonic()
             await resonate.run(f"breakdown-{n}", "=", ONE).result()
             windows.append((start, time.monotonic()))
@@ -479,16 +509,15 @@ def breakdown(spec: str, found: dict[str, Any]) -> dict[str, Any]:
         },
     }
     if "functions" in found:
-        calls = {name: (n, total) for name, n, total in found["functions"]}
-        executes, unblocks = (
-            calls.get("dequeue_execute", (0, 0)),
-            calls.get("dequeue_unblock", (0, 0)),
-        )
-        calls["dequeue_execute"] = (executes[0] + unblocks[0], executes[1] + unblocks[1])
+        # A request's time in its function of resonate.sql; the drain's and the
+        # sweep's, their statement's (the drain's calls three functions).
+        calls = {name: total / n for name, n, total in found["functions"] if n}
+        calls |= {name: total / n for name, n, total in found["statements"] if n}
+        drains = [e["statements"] for e in inside if e["e"] == "session" and e["name"] == "dequeue"]
+        calls["the drain"] *= statistics.mean(drains)  # one statement a drain, or three
         for kind, row in report["rows"].items():
-            n, total = calls.get(FUNCTIONS.get(kind, ""), (0, 0))
-            if n:  # per call; the drain calls the dequeues three times
-                row["database_ms"] = total / n * (3 if kind == "the drain" else 1)
+            if (spent := calls.get(FUNCTIONS.get(kind, kind))) is not None:
+                row["database_ms"] = spent
         fsyncs, fsync_ms, writes, write_ms = found["wal"][0]
         report["wal"] = {
             "fsyncs_per_s": fsyncs / found["since"][0][0],
@@ -497,6 +526,7 @@ def breakdown(spec: str, found: dict[str, Any]) -> dict[str, Any]:
             "ms_per_write": write_ms / writes if writes else 0,
         }
         report["settings"] = dict(found["settings"])
+        report["request_ms"] = calls["a request"]
         report["message"] = deliveries(inside)
     return report
 
@@ -592,6 +622,8 @@ def markdown(reports: dict[str, dict[str, Any]]) -> str:
             way = "; ".join(f"{leg} {ms:.2f}" for leg, ms in reports[s]["message"].items())
             lines += [
                 "",
+                f"{s}: a request's statement takes {reports[s]['request_ms']:.2f} ms in the "
+                "database, its commit aside (pg_stat_statements).",
                 f"{s}: {wal['fsyncs_per_expression']:.1f} WAL fsyncs per expression, "
                 f"{wal['ms_per_fsync']:.2f} ms each ({wal['fsyncs_per_s']:.0f} per second "
                 f"while it ran); {settings}.",

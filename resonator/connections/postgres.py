@@ -91,10 +91,9 @@ class OneTrip:
         )
         self.opened: asyncio.Task[None] | None = None
 
-    @staticmethod
-    async def configure(connection: psycopg.AsyncConnection[object]) -> None:
+    async def configure(self, connection: psycopg.AsyncConnection[object]) -> None:
         if connection.info.server_version >= 170000:
-            await connection.execute(f"SET transaction_timeout = '{OneTrip.TRANSACTION_TIMEOUT}'")
+            await connection.execute(f"SET transaction_timeout = '{self.TRANSACTION_TIMEOUT}'")
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[PgConn]:
@@ -116,13 +115,17 @@ class OneTrip:
 class KeepSweeping(PostgresConnection):
     """resonate-pg's connection, telling a ``Link`` how it fares, with timers that keep firing.
 
+    And with fewer round trips: its sessions are ``OneTrip``'s, its requests
+    carry preloads (``PRELOADING``), and its drain is one statement
+    (``DRAIN``); docs/benchmark.md has what each bought.
+
     Works around a defect of resonate-pg 0.8.0 (``PostgresConnection._fire_timers``
     in ``resonate_pg/connection.py``): it runs ``resonate.process_timeouts()``
     before every drain, and turns itself off for good after its first error of
     any kind, a database restart included. From then on no lease lapses, and
     the work of a worker that died is never handed to another. Here the sweep
-    runs at most every ``SWEEP_SECONDS`` (it scans every promise, so running
-    it on every wake cost more as promises piled up), and only a refusal for
+    runs at most every ``SWEEP_SECONDS`` (on a database without the index that
+    resonator-postgres makes, it reads every promise), and only a refusal for
     want of privilege stops it (pg_cron is then the timer driver). Delete
     ``_fire_timers`` below once the connector keeps its timers going.
     """
@@ -195,8 +198,8 @@ class KeepSweeping(PostgresConnection):
         transaction) is over, as the connector does, and again at once if a
         kind of message filled its page.
         """
-        any, uni, limit = self._anycast, self._unicast, self._limit
-        rows = await self.rows(DRAIN, (any, limit, uni, limit, uni, limit))
+        group, alone, limit = self._anycast, self._unicast, self._limit
+        rows = await self.rows(DRAIN, (group, limit, alone, limit, alone, limit))
         for task, version, promise in rows:
             self._deliver(unblock_message(promise) if promise else execute_message(task, version))
         if len(rows) >= self._limit:
