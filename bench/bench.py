@@ -17,7 +17,7 @@ every mode is driven by the same client code. It measures:
 - throughput of a small expression (balanced, depth 2) with 16 in flight, per
   mode, and with 1 and 4 in flight (standin);
 - requests per one-operator expression, per mode, counted at the SDK's seam in
-  every process (``breakdown.py``'s probe, in a run of its own);
+  every process (``probe.py``, in a run of ``breakdown.py``'s own);
 - history: one-operator latency after 0 up to 20,000 earlier evaluations, with
   every promise kept, and the memory each stored promise takes; then the same
   with the default retention (--keep 1000), whose memory stays flat; per mode;

@@ -1,17 +1,17 @@
 """Where the time of a durable step goes, request by request; and what each cut buys.
 
-    uv run python bench/breakdown.py                # the stand-in and Postgres, 40 runs each
-    uv run python bench/breakdown.py --variant before --runs 100
-    uv run python bench/breakdown.py --compare standin postgres before --rounds 10
+    uv run python -m bench.breakdown                # the stand-in and Postgres, 40 runs each
+    uv run python -m bench.breakdown --variant before --runs 100
+    uv run python -m bench.breakdown --compare standin postgres before --rounds 10
 
 The breakdown runs one-operator expressions, one at a time, with every
 process (the prompt here; exp/lhs, exp/rhs and ops, each a process of its
-own) probed at the SDK's seams: every request it sends (``Transport.send``)
-and every message it is handed (``Transport.recv``) is timed, and on Postgres
-also every session it takes from its ``PgSessions`` and every NOTIFY it
-hears. The database adds its own view: the time spent in each of
-resonate.sql's functions (``track_functions``), and in writing and syncing
-its WAL (``pg_stat_io``).
+own) probed at the SDK's seams (``probe.py``): every request it sends and
+every message it is handed is timed, and on Postgres also every session it
+takes from its ``PgSessions`` and every NOTIFY it hears. The database adds
+its own view: the time spent in each of resonate.sql's functions
+(``track_functions``), each statement's own (``pg_stat_statements``), and
+its WAL syncs (``pg_stat_io``).
 
 For each expression it follows the critical path back from the answer: the
 message that brought it, the request that sent that message, the requests
@@ -27,7 +27,9 @@ its own, interleaved: a few expressions on each in turn, round after round,
 so that a busy machine slows them all alike. A variant is ``standin``,
 ``postgres``, or ``postgres`` with what Resonator's Postgres connection does
 taken back (``+no-onetrip``, ``+no-drain``, ``+no-preload``; ``before`` is all
-three) or settings of Postgres given (``postgres@commit_delay=100,...``).
+three; ``+prepare-N``, ``+sdk-heartbeat``: see ``probe.variant``), or with
+settings of Postgres given (``postgres@commit_delay=100,...``; one that
+needs a restart gets it).
 It prints, per variant, the median over the rounds of three figures (the p50
 latency of a one-operator expression, of a depth-4 one, and the evaluations
 per second of depth-2 ones with 16 in flight), their interquartile range, and
@@ -56,18 +58,17 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from bench.probe import PROBE, VARIANT, Events, Probe, variant
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator
 
     from resonate.resonate import Resonate
 
-    from resonator.connections.postgres import KeepSweeping
     from resonator.harness.processes import Topology
     from resonator.parser import Expr
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBE = "RESONATOR_PROBE"  # the file a probed process writes its events to
-VARIANT = "RESONATOR_VARIANT"  # what a probed process takes back (see variant())
 ONE: Expr = ("+", 1, 2)
 WARMUP = 5
 WORKERS = (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops"))
@@ -86,214 +87,6 @@ FUNCTIONS = {
     "promise.register_listener": "promise_register_listener",
 }
 OWN = "the processes' own work"
-
-
-# ── The probe, in every process ─────────────────────────────────────────────
-
-
-class Events:
-    """One process's events, a JSON object a line, written at once (the workers are killed)."""
-
-    def __init__(self, path: str, name: str) -> None:
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115 (open while the process lives)
-        self.name = name
-
-    def __call__(self, **event: Any) -> None:
-        self.file.write(json.dumps({"p": self.name, **event}) + "\n")
-
-
-class Probe:
-    """Where this process's events go; installed once, into the SDK's transport and our sessions."""
-
-    events: Events | None = None
-
-    @classmethod
-    def install(cls, events: Events) -> None:
-        first = cls.events is None
-        cls.events = events
-        if first:
-            cls.patch()
-
-    @classmethod
-    def say(cls, **event: Any) -> None:
-        if cls.events is not None:
-            cls.events(**event)
-
-    @classmethod
-    def patch(cls) -> None:
-        from resonate.transport import Transport
-
-        from resonator.connections.postgres import KeepSweeping
-
-        send, recv, init = Transport.send, Transport.recv, KeepSweeping.__init__
-
-        async def timed_send(
-            self: Transport, kind: str, corr_id: str, body: str, headers: Any = None
-        ) -> Any:
-            t0 = time.monotonic()
-            try:
-                return await send(self, kind, corr_id, body, headers)
-            finally:
-                cls.say(e="req", kind=kind, t0=t0, t1=time.monotonic(), **subjects(body))
-
-        def timed_recv(self: Transport, callback: Callable[[Any], None]) -> None:
-            def on_message(message: Any) -> None:
-                task = getattr(message, "task_id", None)
-                if task is None:
-                    cls.say(e="msg", t=time.monotonic(), promise=message.promise.id)
-                else:
-                    cls.say(e="msg", t=time.monotonic(), task=task, v=message.version)
-                callback(message)
-
-            recv(self, on_message)
-
-        def timed_init(self: KeepSweeping, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
-            self._sessions = TimedSessions(self._sessions)
-
-        Transport.send = timed_send  # type: ignore[method-assign]
-        Transport.recv = timed_recv  # type: ignore[method-assign]
-        KeepSweeping.__init__ = timed_init  # type: ignore[method-assign]
-
-
-def subjects(body: str) -> dict[str, Any]:
-    """The ids a request acts on: its task (or awaited promise), and the promise it names."""
-    data = json.loads(body)["data"]
-    action = data.get("action") or {}
-    return {
-        "id": data.get("id") or data.get("awaited"),
-        "sub": action.get("kind"),
-        "child": (action.get("data") or {}).get("id"),
-    }
-
-
-class TimedSessions:
-    """A ``PgSessions`` that says what each session did and took, and each NOTIFY heard."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Any]:
-        t0 = time.monotonic()
-        async with self.inner.session() as connection:
-            timed = TimedConnection(connection)
-            yield timed
-            closing = time.monotonic()
-        # In autocommit the statement commits; else the COMMIT sent at ``closing`` does.
-        autocommit = bool(getattr(connection, "autocommit", False))
-        commit = timed.sql[-1][1] if autocommit and timed.sql else closing
-        name = timed.sql[0][0] if timed.sql else "?"
-        Probe.say(
-            e="session",
-            name=name,
-            statements=len(timed.sql),
-            t0=t0,
-            commit=commit,
-            closing=closing,
-            t1=time.monotonic(),
-        )
-
-    async def dedicated(self) -> Any:
-        return TimedConnection(await self.inner.dedicated())
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-class TimedConnection:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.sql: list[tuple[str, float]] = []  # (what the statement calls, when it was sent)
-
-    async def execute(self, query: str, params: Sequence[Any] | None = None) -> Any:
-        called = next((f for f in ("dequeue_", "process_timeouts") if f in query), "request")
-        self.sql.append((called.rstrip("_"), time.monotonic()))
-        return await self.inner.execute(query, params)
-
-    async def notifies(self) -> AsyncIterator[Any]:
-        async for notification in self.inner.notifies():
-            Probe.say(e="notify", t=time.monotonic())
-            yield notification
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-def variant(spec: str) -> None:
-    """Take back in this process what ``spec`` names of what our Postgres connection does.
-
-    ``no-onetrip``: the connector's sessions (BEGIN, statement, COMMIT);
-    ``no-drain``: the connector's drain (three statements in a transaction);
-    ``no-preload``: requests as the connector sends them;
-    ``before``: all of these.
-    ``prepare-N`` or ``prepare-never``: psycopg prepares a statement after its
-    N-th run on a connection (5 by default; OneTrip prepares at once).
-    And on any server, ``sdk-heartbeat``: the SDK's own heartbeat, whose first
-    beat comes as a task starts (``connections/heartbeat.py``'s waits half a lease).
-    """
-    from resonate.heartbeat import AsyncHeartbeat
-    from resonate_pg.client import PsycopgSessions
-
-    from resonator.connections import Server, postgres
-
-    ORIGINAL.setdefault("OneTrip", postgres.OneTrip)
-    ORIGINAL.setdefault("take", postgres.KeepSweeping.take)
-    ORIGINAL.setdefault("heartbeat", Server.heartbeat)
-    postgres.OneTrip = ORIGINAL["OneTrip"]  # type: ignore[misc]
-    postgres.KeepSweeping.take = ORIGINAL["take"]  # type: ignore[method-assign]
-    postgres.KeepSweeping.preloading = True
-    Server.heartbeat = ORIGINAL["heartbeat"]  # type: ignore[method-assign]
-    names = set(spec.split("+"))
-    if "sdk-heartbeat" in names:
-
-        def heartbeat(self: Server, sender: Any, pid: str, lease: Any) -> Any:
-            beat = ORIGINAL["heartbeat"](self, sender, pid, lease)
-            return beat and AsyncHeartbeat(pid, beat.interval_ms, sender)
-
-        Server.heartbeat = heartbeat  # type: ignore[method-assign]
-    if "before" in names:
-        names |= {"no-onetrip", "no-drain", "no-preload"}
-    if "no-onetrip" in names:
-        postgres.OneTrip = PsycopgSessions  # type: ignore[misc,assignment]
-    if "no-drain" in names:
-
-        async def take(self: KeepSweeping) -> None:
-            messages: list[str] = []
-            async with self._sessions.session() as connection:
-                messages += await self._dequeue_executes(connection, self._anycast)
-                messages += await self._dequeue_executes(connection, self._unicast)
-                messages += await self._dequeue_unblocks(connection, self._unicast)
-            for message in messages:
-                self._deliver(message)
-
-        postgres.KeepSweeping.take = take  # type: ignore[method-assign]
-    if "no-preload" in names:
-        postgres.KeepSweeping.preloading = False
-    for name in names:
-        if name.startswith("prepare-"):
-            threshold = None if name == "prepare-never" else int(name.removeprefix("prepare-"))
-
-            def sessions(url: str, threshold: int | None = threshold) -> postgres.OneTrip:
-                made: postgres.OneTrip = ORIGINAL["OneTrip"](url)
-                made.pool.kwargs = {"autocommit": True, "prepare_threshold": threshold}
-                return made
-
-            postgres.OneTrip = sessions  # type: ignore[misc,assignment]
-
-
-ORIGINAL: dict[str, Any] = {}  # what variant() changes, as it was
-
-
-def worker() -> None:
-    """``python -m resonator`` as a worker, probed, with ``$RESONATOR_VARIANT`` taken back."""
-    variant(os.environ.get(VARIANT, ""))
-    if PROBE in os.environ:
-        Probe.install(Events(os.environ[PROBE], f"{os.environ['GRP']}/{os.environ['PID']}"))
-    from resonator.resonator import run
-
-    sys.argv = sys.argv[:1]
-    run()
 
 
 # ── Servers, workers and a prompt ───────────────────────────────────────────
@@ -318,7 +111,7 @@ def topology(spec: str, env: dict[str, str]) -> Iterator[Topology]:
                 running["server"].wait_closed()
                 running.server()
         for group, pid in WORKERS:
-            command = python("-m", "bench.breakdown", "--worker")
+            command = python("-m", "bench.probe")
             own = {"GRP": group, "PID": pid, VARIANT: server, "PYTHONPATH": str(ROOT)}
             running.start(pid, command, env | own)
         for group, pid in WORKERS:
@@ -730,12 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--rounds", type=int, default=10, help="rounds of --compare (10)")
     cli.add_argument("--events", type=Path, help="keep the probes' events in this folder")
     cli.add_argument("--count", metavar="MODE", help="print requests per expression, and stop")
-    cli.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     cli.add_argument("--drive", nargs=2, help=argparse.SUPPRESS)
     args = cli.parse_args(argv)
-    if args.worker:
-        worker()
-        return 0
     if args.drive:
         drive(*args.drive)
         return 0
