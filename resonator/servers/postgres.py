@@ -223,7 +223,7 @@ def start(
 
 
 def install(conninfo: str, text: str) -> None:
-    """Create the database and apply the schema ``text``, the first time only."""
+    """Create the database and apply the schema ``text`` the first time; make ``TIMED``."""
     with psycopg.connect(conninfo, dbname="postgres", autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
             admin.execute(f"CREATE DATABASE {DATABASE}")
