@@ -1,7 +1,7 @@
 """What a durable step costs, in each way Resonator can run, measured in one run.
 
-    uv run python bench/bench.py             # the full set: about ten minutes
-    uv run python bench/bench.py --quick     # a reduced set: about a minute
+    uv run python bench/bench.py             # the full set: about forty minutes
+    uv run python bench/bench.py --quick     # a reduced set: a few minutes
     uv run --group bench python bench/bench.py --publish   # and update docs/
 
 Modes: embedded (the SDK's in-process server); standin (the stand-in, with
@@ -14,11 +14,14 @@ every mode is driven by the same client code. It measures:
 - latency of balanced expressions (depth 1 up) and a chain, per mode;
 - batch throughput: 200 expressions piped into ``resonator``, with --jobs 1
   and --jobs 16, per mode;
-- throughput of a small expression with 1, 4 and 16 in flight (standin);
+- throughput of a small expression (balanced, depth 2) with 16 in flight, per
+  mode, and with 1 and 4 in flight (standin);
+- requests per one-operator expression, per mode, counted at the SDK's seam in
+  every process (``probe.py``, in a run of ``breakdown.py``'s own);
 - history: one-operator latency after 0 up to 20,000 earlier evaluations, with
   every promise kept, and the memory each stored promise takes; then the same
-  with the default retention (--keep 1000), whose memory stays flat;
-- the protocol: requests per operator, and the stand-in's CPU per request;
+  with the default retention (--keep 1000), whose memory stays flat; per mode;
+- the protocol: the stand-in's CPU per request;
 - batch size: 200 and 2,000 expressions piped into ``resonator --local``.
 
 It prints Markdown and writes JSON under bench/results/ (not tracked);
@@ -44,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from resonate.resonate import DEFAULT_TTL
 
 from resonator.harness.processes import Topology, missing
@@ -59,7 +63,12 @@ ROOT = Path(__file__).resolve().parent.parent
 OPS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
+# Whether each step is on disk before it is acknowledged (docs/benchmark.md
+# says how that was established): only Postgres, which commits every request
+# with fsync and synchronous_commit on. ``resonate dev`` keeps it in memory.
+DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
 JOBS = (1, 16)  # --jobs of the batch throughput
+IN_FLIGHT = 16  # the throughput compared across modes
 
 
 def balanced(depth: int) -> Expr:
@@ -171,11 +180,29 @@ class Client:
         await asyncio.gather(*(lane() for _ in range(in_flight)))
         return total / (time.perf_counter() - start)
 
-    def held(self) -> int:
-        """Promises the server holds now."""
-        if self.url is None:
-            return len(self.connection.network.state.promises)  # type: ignore[attr-defined]
-        return int(health(self.url)["promises"])
+    async def throughput(self) -> float:
+        """Evaluations per second of balanced depth 2, ``IN_FLIGHT`` at a time, once warm."""
+        await self.rate(balanced(2), IN_FLIGHT, 2 * IN_FLIGHT)  # connections, caches
+        return await self.rate(balanced(2), IN_FLIGHT, 4 * IN_FLIGHT)
+
+    def footprint(self, pid: int) -> tuple[int | None, int]:
+        """Promises the server holds now (None: it does not say), and the KiB it takes.
+
+        ``pid``: the process that holds them; on Postgres, the database's size.
+        """
+        url = self.url
+        if url is None:
+            return len(self.connection.network.state.promises), rss_kib(pid)  # type: ignore[attr-defined]
+        if self.mode == "postgres":
+            with psycopg.connect(url, autocommit=True) as database:
+                row = database.execute(
+                    "SELECT count(*), pg_database_size(current_database()) / 1024 "
+                    "FROM resonate.promises"
+                ).fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+        held = int(health(url)["promises"]) if self.mode == "standin" else None
+        return held, rss_kib(pid)
 
 
 # ── The measurements ────────────────────────────────────────────────────────
@@ -209,12 +236,13 @@ async def history(
         samples = await client.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
         done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
-        point |= {"promises": client.held(), "rss_kib": rss_kib(pid)}
+        held, kib = client.footprint(pid)
+        point |= {"promises": held, "rss_kib": kib}
         points.append(point | {"workers_rss_kib": {n: rss_kib(p) for n, p in workers.items()}})
         print(f"  {client.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)
     first, last = points[0], points[-1]
     grown = (last["rss_kib"] - first["rss_kib"]) * 1024
-    stored = last["promises"] - first["promises"]
+    stored = (last["promises"] or 0) - (first["promises"] or 0)
     return {
         "points": points,
         "ratio_last_first": last["p50_ms"] / first["p50_ms"],
@@ -228,10 +256,10 @@ async def protocol(client: Client, pid: int, runs: int) -> dict[str, float]:
     assert url is not None
     before, cpu = health(url)["requests"], cpu_seconds(pid)
     await client.latencies(ONE, runs, warmup=0)
-    requests = health(url)["requests"] - before
+    sent = health(url)["requests"] - before
     return {
-        "requests_per_operator": requests / runs,
-        "stand_in_us_per_request": (cpu_seconds(pid) - cpu) / requests * 1e6,
+        "requests_per_operator": sent / runs,
+        "stand_in_us_per_request": (cpu_seconds(pid) - cpu) / sent * 1e6,
     }
 
 
@@ -260,7 +288,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"Python {platform.python_version()}",
         "runs_per_point": args.runs,
         "piped": args.piped,
-        "modes": modes(),
+        "modes": {mode: {"durable_per_step": DURABLE[mode]} for mode in modes()},
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
@@ -272,24 +300,40 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows[name]["promises"] = promises
         for name, figures in (await latency(embedded, shapes, args.runs)).items():
             rows[name] |= figures
+        report["modes"]["embedded"]["throughput_16_per_s"] = await embedded.throughput()
     report["batch_jobs"] = {"embedded": {str(n): piped(args.piped, None, n) for n in JOBS}}
-    for mode in report["modes"][1:]:
+    for mode in list(report["modes"])[1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
             async with Client(mode, topology.url) as client:
                 for name, figures in (await latency(client, shapes, args.runs)).items():
                     rows[name] |= figures
+                report["modes"][mode]["throughput_16_per_s"] = await client.throughput()
                 if mode == "standin":
                     report["throughput_per_s"] = {
                         str(n): await client.rate(balanced(2), n, max(4 * n, args.runs))
-                        for n in (1, 4, 16)
+                        for n in (1, 4)
                     }
                     server = topology["server"].popen.pid
                     report["protocol"] = await protocol(client, server, args.runs)
             report["batch_jobs"][mode] = {str(n): piped(args.piped, topology.url, n) for n in JOBS}
+    for mode, figures in report["modes"].items():
+        figures["requests_per_operator"] = requests(mode, args.runs)
     report["workloads"] = list(rows.values())
     report["batch_seconds"] = {str(n): piped(n, None) for n in args.batch}
     return report
+
+
+def requests(mode: str, runs: int) -> float:
+    """Requests one operator takes in ``mode``, counted by breakdown.py in a run of its own."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.breakdown", "--count", mode, "--runs", str(runs)],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.split()[-1])
 
 
 def modes() -> list[str]:
@@ -303,18 +347,22 @@ def workloads(args: argparse.Namespace) -> dict[str, Expr]:
 
 
 async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]:
-    """The history workload, each mode on a fresh server that keeps ``keep`` computations."""
+    """The history workload, each mode on a fresh server that keeps ``keep`` computations.
+
+    ``resonate dev`` has no such setting: it keeps every promise, in both tables.
+    """
     runs = {}
     embedded = Client("embedded", None, keep)
     async with embedded:
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
-    with Topology(server_args=("--keep", str(keep or 10**9))) as topology:
-        topology.standard()
-        remote = Client("standin", topology.url)
-        async with remote:
-            pid = topology["server"].popen.pid
-            workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
-            runs["standin"] = await history(remote, pid, args.history, args.runs, workers)
+    for mode in modes()[1:]:
+        keeping = () if mode == "resonate" else ("--keep", str(keep or 10**9))
+        with Topology(SERVERS[mode], server_args=keeping) as topology:
+            topology.standard()
+            async with Client(mode, topology.url) as remote:
+                pid = topology["server"].popen.pid
+                workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
+                runs[mode] = await history(remote, pid, args.history, args.runs, workers)
     return runs
 
 
@@ -331,17 +379,31 @@ NAMES = {
 
 def markdown(report: dict[str, Any]) -> str:
     modes = report["modes"]
+    # Each ratio as a column: the stand-in's to embedded, and Postgres's to the stand-in.
+    ratios = [(a, b) for a, b in (("standin", "embedded"), ("postgres", "standin")) if a in modes]
     head = (
         "| workload | operators | promises | "
         + " | ".join(f"{NAMES[mode]} p50 ms | {NAMES[mode]} p95 ms" for mode in modes)
-        + " | stand-in / embedded |"
+        + "".join(f" | {NAMES[a]} / {NAMES[b]}" for a, b in ratios)
+        + " |"
     )
-    lines = [head, "|" + "---|" * (4 + 2 * len(modes))]
+    lines = [head, "|" + "---|" * (3 + 2 * len(modes) + len(ratios))]
     for r in report["workloads"]:
         cells = " | ".join(f"{r[f'{m}_p50_ms']:.1f} | {r[f'{m}_p95_ms']:.1f}" for m in modes)
-        ratio = r["standin_p50_ms"] / r["embedded_p50_ms"]
+        cells += "".join(f" | {r[f'{a}_p50_ms'] / r[f'{b}_p50_ms']:.1f}x" for a, b in ratios)
+        lines.append(f"| {r['workload']} | {r['operators']} | {r['promises']} | {cells} |")
+    standin = modes["standin"]["throughput_16_per_s"]
+    lines += [
+        "",
+        "| mode | each step on disk when acknowledged | requests per one-operator expression "
+        f"| per s, balanced depth 2, {IN_FLIGHT} in flight | / stand-in |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, m in modes.items():
+        rate = m["throughput_16_per_s"]
         lines.append(
-            f"| {r['workload']} | {r['operators']} | {r['promises']} | {cells} | {ratio:.1f}x |"
+            f"| {NAMES[mode]} | {'yes' if m['durable_per_step'] else 'no'} "
+            f"| {m['requests_per_operator']:.1f} | {rate:.1f} | {rate / standin:.2f}x |"
         )
     flights = ", ".join(f"{n} in flight: {v:.0f}/s" for n, v in report["throughput_per_s"].items())
     protocol, batch_s = report["protocol"], report["batch_seconds"]
@@ -355,10 +417,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Batch throughput, {report['piped']} piped expressions, --jobs 1 → --jobs 16: "
         + "; ".join(jobs)
         + ".",
-        f"Throughput (balanced depth 2, stand-in): {flights}.",
-        f"Protocol: {protocol['requests_per_operator']:.1f} requests per one-operator "
-        f"expression; the stand-in spends {protocol['stand_in_us_per_request']:.0f} µs of CPU "
-        "on each.",
+        f"Throughput (balanced depth 2, stand-in), fewer in flight: {flights}.",
+        f"Protocol: the stand-in spends {protocol['stand_in_us_per_request']:.0f} µs of CPU "
+        "on each request.",
         "Batch size, embedded: "
         + ", ".join(f"{s:.1f} s for {n} piped expressions" for n, s in batch_s.items())
         + f" ({batch_s[last] / batch_s[first]:.1f}x).",
@@ -382,6 +443,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+HOLDERS = {  # what holds a mode's promises, and whose memory (or size) is shown
+    "embedded": "the one process",
+    "standin": "the stand-in",
+    "resonate": "the server",
+    "postgres": "the database",
+}
+
+
 def history_row(keep: str, mode: str, run: dict[str, Any]) -> str:
     """One mode's history: latencies, their ratio, fill rates and memory."""
     points = run["points"]
@@ -389,9 +458,10 @@ def history_row(keep: str, mode: str, run: dict[str, Any]) -> str:
     rates = [p["fill_per_s"] for p in points if p["fill_per_s"]]
     fill = f"{rates[0]:.0f} / {rates[-1]:.0f} per s" if rates else "-"
     first, last = points[0], points[-1]
-    holder = "the one process" if mode == "embedded" else "the stand-in"
+    holder = HOLDERS[mode]
     memory = f"{holder} {first['rss_kib'] / 1024:.0f} → {last['rss_kib'] / 1024:.0f} MiB"
-    memory += f", {last['promises']:,} promises held"
+    if last["promises"] is not None:
+        memory += f", {last['promises']:,} promises held"
     if run["bytes_per_promise"] and keep == "every promise kept":
         memory += f" ({run['bytes_per_promise'] / 1024:.1f} KiB each)"
     if workers := last["workers_rss_kib"]:

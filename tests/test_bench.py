@@ -21,8 +21,12 @@ def test_a_tiny_run_reports_every_figure(
     more = ["--history", "0,12", "--batch", "3,6", "--piped", "4"]
     assert bench.main([*tiny, *more, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["modes"] == bench.modes()
+    assert list(report["modes"]) == bench.modes()
     assert {"embedded", "standin"} <= set(report["modes"])
+    for mode, figures in report["modes"].items():
+        assert figures["durable_per_step"] is (mode == "postgres")
+        assert figures["requests_per_operator"] > 4
+        assert figures["throughput_16_per_s"] > 0
     assert [row["workload"] for row in report["workloads"]] == ["balanced depth 1", "chain of 2"]
     for row in report["workloads"]:
         assert row["promises"] == 3 * row["operators"] + 1
@@ -31,13 +35,15 @@ def test_a_tiny_run_reports_every_figure(
     assert set(report["batch_jobs"]) == set(report["modes"])
     for seconds in report["batch_jobs"].values():
         assert set(seconds) == {"1", "16"}
-    assert set(report["throughput_per_s"]) == {"1", "4", "16"}
+    assert set(report["throughput_per_s"]) == {"1", "4"}
     assert report["protocol"]["requests_per_operator"] > 4
     assert set(report["batch_seconds"]) == {"3", "6"}
     for runs in report["history"].values():
-        for run in runs.values():
+        assert list(runs) == list(report["modes"])
+        for mode, run in runs.items():
             assert [point["after"] for point in run["points"]] == [0, 12]
-            assert run["points"][1]["promises"] > run["points"][0]["promises"]
+            if mode != "resonate":  # which does not say how many it holds
+                assert run["points"][1]["promises"] > run["points"][0]["promises"]
     # Progress on stderr, the table on stdout, and nothing of the clients' own between.
     printed = capsys.readouterr()
     assert "connected to" not in printed.err + printed.out

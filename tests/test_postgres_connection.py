@@ -1,0 +1,122 @@
+"""What makes Resonator's Postgres connection quick, checked against a real resonator-postgres.
+
+Each request is one statement in a transaction of its own, committed before
+it is answered, with every step on disk; the drain takes every message in one
+statement, and pages on; a task that is taken learns the promises it created
+before, unless its role may not read them; the timer sweep reads only the
+promises that are due. These run when ``RESONATE_PG_SQL`` names resonate.sql.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from resonator.connections.link import Link
+from resonator.connections.postgres import KeepSweeping, OneTrip
+from resonator.harness.processes import Topology
+from resonator.servers.postgres import TIMED
+from tests.helpers import ARTICLE, available
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@pytest.fixture
+def server() -> Iterator[Topology]:
+    """resonator-postgres alone."""
+    with Topology(available("postgres")) as topology:
+        topology.server()
+        yield topology
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as database:
+        cursor = database.execute(sql.encode())
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_every_step_is_on_disk_when_it_is_acknowledged(server: Topology) -> None:
+    settings = "SELECT name, setting FROM pg_settings WHERE name IN "
+    settings += "('fsync', 'synchronous_commit', 'full_page_writes')"
+    assert dict(query(server.url, settings)) == {
+        "fsync": "on",
+        "synchronous_commit": "on",
+        "full_page_writes": "on",
+    }
+
+    async def request() -> tuple[pq.TransactionStatus, str]:
+        sessions = OneTrip(server.url)
+        try:
+            async with sessions.session() as connection:
+                await connection.execute("SELECT resonate.get_schema_version()")
+                raw = connection.pgconn  # type: ignore[attr-defined]
+                status = raw.transaction_status
+                shown = await (await connection.execute("SHOW transaction_timeout")).fetchone()
+        finally:
+            await sessions.close()
+        return status, shown[0]
+
+    # Committed as it was answered: no transaction is left open on the session,
+    # and one that never ends is ended after five seconds.
+    assert asyncio.run(request()) == (pq.TransactionStatus.IDLE, "5s")
+
+
+def test_the_timer_sweep_reads_only_the_promises_that_are_due(server: Topology) -> None:
+    assert TIMED.startswith("CREATE INDEX IF NOT EXISTS resonator_promises_due ")
+    # The query of resonate.sql's process_promise_timeouts, as it is there.
+    sweep = "SELECT id FROM resonate.promises WHERE resonate._promise_timed(promises) "
+    sweep += "AND timeout_at <= 0 ORDER BY timeout_at, id"
+    plan = "\n".join(row[0] for row in query(server.url, f"EXPLAIN {sweep}"))
+    assert "resonator_promises_due" in plan
+    assert "Seq Scan" not in plan
+
+
+def test_a_drain_takes_every_message_however_many(server: Topology) -> None:
+    async def drain() -> list[str]:
+        connection = KeepSweeping(server.url, "exp", "paged", Link(server.url))
+        connection._limit = 2  # a page of two messages: five take three pages,
+        connection._tick = 3600  # each asked for at once, with no NOTIFY and no tick
+        heard: list[str] = []
+        all_five = asyncio.Event()
+
+        def hear(message: str) -> None:
+            heard.append(message)
+            if len(heard) == 5:
+                all_five.set()
+
+        connection.recv(hear)
+        await connection.start()
+        try:
+            await asyncio.wait_for(all_five.wait(), timeout=30)
+        finally:
+            await connection.stop()
+        return heard
+
+    rows = ", ".join(
+        f"('t{n}', 'execute', 'poll://uni@exp/paged', 't{n}', {n}, NULL)" for n in range(4)
+    )
+    unblock = """('u', 'unblock', 'poll://uni@exp/paged', NULL, NULL, '{"id": "u"}')"""
+    insert = "INSERT INTO resonate.outbox (key, kind, address, task_id, version, promise) VALUES "
+    query(server.url, f"{insert}{rows}, {unblock}")
+    messages = [json.loads(message) for message in asyncio.run(drain())]
+    assert sorted(m["kind"] for m in messages) == ["execute"] * 4 + ["unblock"]
+    assert query(server.url, "SELECT count(*) FROM resonate.outbox") == [(0,)]
+
+
+def test_a_role_that_may_not_read_the_promises_computes_without_preloads(
+    server: Topology,
+) -> None:
+    # resonate.sql's least-privileged role: its requests, but not its tables.
+    query(server.url, "CREATE ROLE worker LOGIN IN ROLE resonate_worker")
+    server.url = server.url.replace("postgres@", "worker@")
+    for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
+        server.worker(group, pid)
+    assert server.calculate("--id", "least", ARTICLE).stdout == "-3\n"
+    said = "this role may not read resonate.promises: no preloads"
+    server["lhs"].wait_for(said)
