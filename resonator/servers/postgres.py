@@ -364,7 +364,7 @@ def keep_running(args: argparse.Namespace) -> int:
             quoted = urllib.parse.quote(secret, safe="")
             url = f"postgresql://postgres:{quoted}@{address(args.host)}:{args.port}/{DATABASE}"
         print(f"resonator-postgres: Resonate on Postgres at {url}", flush=True)
-        started = time.monotonic()
+        restarted: float | None = None  # when it was last started again
         while not stopping.is_set():
             if not wake.wait(GC_SECONDS):
                 with contextlib.suppress(psycopg.Error):
@@ -374,12 +374,14 @@ def keep_running(args: argparse.Namespace) -> int:
                 # Killed, say, to see that nothing is lost: the processes wait
                 # for it, and it comes back on the same files.
                 why = exit_reason(server)
-                if time.monotonic() - started < STEADY:
-                    raise CannotStart(f"Postgres stopped ({why}) again, within {STEADY:.0f} s")
+                if restarted is not None and time.monotonic() - restarted < STEADY:
+                    raise CannotStart(
+                        f"Postgres stopped ({why}) again, within {STEADY:.0f} s of starting again"
+                    )
                 say(f"Postgres stopped ({why}); starting it again on the same files")
                 wake.clear()
                 server = start_again(cluster, args.port, args.host)
-                started = time.monotonic()
+                restarted = time.monotonic()
                 threading.Thread(
                     target=drain_log, args=(server, wake, args.verbose), daemon=True
                 ).start()
