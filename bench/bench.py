@@ -130,7 +130,7 @@ def health(url: str) -> dict[str, Any]:
         return answer
 
 
-class Client:
+class Driver:
     """A prompt's Resonate client in one mode, computing under fresh ids."""
 
     def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
@@ -140,7 +140,7 @@ class Client:
             url, "prompt", f"bench-{mode}", DEFAULT_TTL, runner, keep=keep
         )
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Driver:
         self.resonate.start()
         if self.connection.link:
             await self.connection.link.up.wait()
@@ -208,21 +208,21 @@ class Client:
 # ── The measurements ────────────────────────────────────────────────────────
 
 
-async def latency(client: Client, workloads: dict[str, Expr], runs: int) -> dict[str, Any]:
-    """``{workload: {MODE_p50_ms, MODE_p95_ms}}`` for this client's mode."""
+async def latency(driver: Driver, workloads: dict[str, Expr], runs: int) -> dict[str, Any]:
+    """``{workload: {MODE_p50_ms, MODE_p95_ms}}`` for this driver's mode."""
     rows = {}
     for name, expr in workloads.items():
-        samples = await client.latencies(expr, runs)
+        samples = await driver.latencies(expr, runs)
         rows[name] = {
-            f"{client.mode}_p50_ms": ms(samples, 50),
-            f"{client.mode}_p95_ms": ms(samples, 95),
+            f"{driver.mode}_p50_ms": ms(samples, 50),
+            f"{driver.mode}_p95_ms": ms(samples, 95),
         }
-        print(f"  {client.mode}, {name}: {ms(samples, 50):.1f} ms", file=sys.stderr)
+        print(f"  {driver.mode}, {name}: {ms(samples, 50):.1f} ms", file=sys.stderr)
     return rows
 
 
 async def history(
-    client: Client, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
+    driver: Driver, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
 ) -> dict[str, Any]:
     """One-operator latency, promises held and memory after each number of earlier evaluations.
 
@@ -231,15 +231,15 @@ async def history(
     points: list[dict[str, Any]] = []
     done = 0
     for checkpoint in checkpoints:
-        rate = await client.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
+        rate = await driver.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
         done = checkpoint
-        samples = await client.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
+        samples = await driver.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
         done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
-        held, kib = client.footprint(pid)
+        held, kib = driver.footprint(pid)
         point |= {"promises": held, "rss_kib": kib}
         points.append(point | {"workers_rss_kib": {n: rss_kib(p) for n, p in workers.items()}})
-        print(f"  {client.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)
+        print(f"  {driver.mode}, after {checkpoint}: {point['p50_ms']:.1f} ms", file=sys.stderr)
     first, last = points[0], points[-1]
     grown = (last["rss_kib"] - first["rss_kib"]) * 1024
     stored = (last["promises"] or 0) - (first["promises"] or 0)
@@ -250,12 +250,12 @@ async def history(
     }
 
 
-async def protocol(client: Client, pid: int, runs: int) -> dict[str, float]:
+async def protocol(driver: Driver, pid: int, runs: int) -> dict[str, float]:
     """Requests one operator takes, and what each costs the stand-in in CPU."""
-    url = client.url
+    url = driver.url
     assert url is not None
     before, cpu = health(url)["requests"], cpu_seconds(pid)
-    await client.latencies(ONE, runs, warmup=0)
+    await driver.latencies(ONE, runs, warmup=0)
     sent = health(url)["requests"] - before
     return {
         "requests_per_operator": sent / runs,
@@ -292,7 +292,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
-    async with Client("embedded", None) as embedded:
+    async with Driver("embedded", None) as embedded:
         for name, expr in shapes.items():
             operators, depth = size(expr)
             promises = await embedded.promises(expr)
@@ -305,17 +305,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for mode in list(report["modes"])[1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
-            async with Client(mode, topology.url) as client:
-                for name, figures in (await latency(client, shapes, args.runs)).items():
+            async with Driver(mode, topology.url) as driver:
+                for name, figures in (await latency(driver, shapes, args.runs)).items():
                     rows[name] |= figures
-                report["modes"][mode]["throughput_16_per_s"] = await client.throughput()
+                report["modes"][mode]["throughput_16_per_s"] = await driver.throughput()
                 if mode == "standin":
                     report["throughput_per_s"] = {
-                        str(n): await client.rate(balanced(2), n, max(4 * n, args.runs))
+                        str(n): await driver.rate(balanced(2), n, max(4 * n, args.runs))
                         for n in (1, 4)
                     }
                     server = topology["server"].popen.pid
-                    report["protocol"] = await protocol(client, server, args.runs)
+                    report["protocol"] = await protocol(driver, server, args.runs)
             report["batch_jobs"][mode] = {str(n): piped(args.piped, topology.url, n) for n in JOBS}
     for mode, figures in report["modes"].items():
         figures["requests_per_operator"] = requests(mode, args.runs)
@@ -352,14 +352,14 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
     ``resonate dev`` has no such setting: it keeps every promise, in both tables.
     """
     runs = {}
-    embedded = Client("embedded", None, keep)
+    embedded = Driver("embedded", None, keep)
     async with embedded:
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     for mode in modes()[1:]:
         keeping = () if mode == "resonate" else ("--keep", str(keep or 10**9))
         with Topology(SERVERS[mode], server_args=keeping) as topology:
             topology.standard()
-            async with Client(mode, topology.url) as remote:
+            async with Driver(mode, topology.url) as remote:
                 pid = topology["server"].popen.pid
                 workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
                 runs[mode] = await history(remote, pid, args.history, args.runs, workers)

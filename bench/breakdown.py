@@ -430,20 +430,20 @@ def markdown(reports: dict[str, dict[str, Any]]) -> str:
 
 def drive(url: str, spec: str) -> None:
     """A prompt for --compare: evaluates what stdin asks, says what it measured on stdout."""
-    from bench.bench import Client, balanced
+    from bench.bench import Driver, balanced
 
     variant(spec.partition("@")[0])
     logging.getLogger("resonator").setLevel(logging.ERROR)
 
     async def serve() -> None:
-        async with Client(spec.partition("+")[0], url) as client:
+        async with Driver(spec.partition("+")[0], url) as driver:
             while line := await asyncio.to_thread(sys.stdin.readline):
                 what, depth, count = line.split()
                 expr = balanced(int(depth))
                 if what == "latency":
-                    answer = statistics.median(await client.latencies(expr, int(count), warmup=0))
+                    answer = statistics.median(await driver.latencies(expr, int(count), warmup=0))
                 else:
-                    answer = await client.rate(expr, 16, int(count))
+                    answer = await driver.rate(expr, 16, int(count))
                 print(answer, flush=True)
 
     asyncio.run(serve())
@@ -461,11 +461,11 @@ def compare(specs: list[str], rounds: int) -> str:
     from resonator.harness.processes import python
 
     with contextlib.ExitStack() as stack:
-        drivers = {}
+        prompts = {}
         for spec in specs:
             running = stack.enter_context(topology(spec, {}))
             command = python("-m", "bench.breakdown", "--drive", running.url, spec)
-            drivers[spec] = stack.enter_context(
+            prompts[spec] = stack.enter_context(
                 subprocess.Popen(
                     command,
                     stdin=subprocess.PIPE,
@@ -474,14 +474,14 @@ def compare(specs: list[str], rounds: int) -> str:
                     env=os.environ | {"PYTHONPATH": str(ROOT)},
                 )
             )
-            stack.callback(drivers[spec].kill)
+            stack.callback(prompts[spec].kill)
 
         def ask(spec: str, what: str) -> float:
-            driver = drivers[spec]
-            assert driver.stdin is not None and driver.stdout is not None
-            driver.stdin.write(what + "\n")
-            driver.stdin.flush()
-            return float(driver.stdout.readline())
+            prompt = prompts[spec]
+            assert prompt.stdin is not None and prompt.stdout is not None
+            prompt.stdin.write(what + "\n")
+            prompt.stdin.flush()
+            return float(prompt.stdout.readline())
 
         for spec in specs:
             ask(spec, "latency 1 5")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 KEEP = 1000  # settled computations a server keeps, by default
 
@@ -25,3 +26,10 @@ class OneLine(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return record.getMessage()
+
+
+def ending(status: int | None) -> str:
+    """How a child process ended, from its exit status: "killed by SIGKILL", "exited 1"."""
+    if status is None:
+        return ""
+    return f"killed by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"

@@ -51,7 +51,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from resonator.servers import KEEP, OneLine, positive
+from resonator.servers import KEEP, OneLine, ending, positive
 
 log = logging.getLogger("resonator.servers.postgres")
 
@@ -373,7 +373,7 @@ def keep_running(args: argparse.Namespace) -> int:
             elif server.poll() is not None:
                 # Killed, say, to see that nothing is lost: the processes wait
                 # for it, and it comes back on the same files.
-                why = exit_reason(server)
+                why = ending(server.returncode)
                 if restarted is not None and time.monotonic() - restarted < STEADY:
                     raise CannotStart(
                         f"Postgres stopped ({why}) again, within {STEADY:.0f} s of starting again"
@@ -422,11 +422,6 @@ def drain_log(server: subprocess.Popen[str], stopped: threading.Event, verbose: 
             print(line.rstrip(), file=sys.stderr, flush=True)
     server.wait()
     stopped.set()
-
-
-def exit_reason(server: subprocess.Popen[str]) -> str:
-    code = server.returncode
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
 
 def main(argv: list[str] | None = None) -> int:

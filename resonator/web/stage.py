@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import threading
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from resonator.harness.processes import WAIT
+from resonator.servers import ending
 from resonator.terminal.scenarios import ARTICLE, LEASES, SCENARIOS, WORKERS, Runs, Stage
 from resonator.terminal.watch import ended
 from resonator.web.live import KEEP
@@ -208,10 +208,3 @@ class Processes(Stage):
 def title(name: str) -> str:
     """A process as the page names it: exp/lhs, ops/ops1, the server, a prompt."""
     return f"{GROUPS[name]}/{name}" if name in GROUPS else name
-
-
-def ending(status: int | None) -> str:
-    """How a process ended, from its exit status: "killed by SIGKILL", "exited 0"."""
-    if status is None:
-        return ""
-    return f"killed by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
