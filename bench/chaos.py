@@ -174,6 +174,9 @@ class Chaos:
 
     def worker(self, name: str) -> None:
         with self.lock:
+            running = self.topology.processes.get(name)
+            if running is not None and running.popen.poll() is None:
+                return  # started again already, by drain(), before this timer fired
             ops = WORKERS[name] == "ops"
             delay = {"RESONATOR_OP_DELAY": f"{self.rng.uniform(0, 5):.1f}"} if ops else {}
             process = self.topology.worker(WORKERS[name], name, wait=False, **delay)
@@ -311,6 +314,7 @@ class Chaos:
                     self.report.details.append(
                         f"{id} ran again {again - before:.1f} s after {name} began it, with no "
                         "kill of it, cut of half a lease or more, or server restart between"
+                        + self.nearby(before, again, name)
                     )
         for process in self.topology.history:
             if any("Traceback" in line for line in process.lines):
@@ -321,6 +325,18 @@ class Chaos:
             if len(samples) and samples[-1][0] >= 60 and settled:
                 growth = samples[-1][1] - settled[0]
                 self.report.memory_growth_kib = max(self.report.memory_growth_kib, growth)
+
+    def nearby(self, before: float, again: float, runner: str) -> str:
+        """The faults of ``runner`` and of the server, from 20 s before a run until its rerun."""
+        said = [
+            f"{fault.kind} of {fault.target} from {fault.start - before:+.1f} s "
+            f"to {fault.end - before:+.1f} s"
+            for fault in self.faults
+            if fault.target in (runner, "db", "server")
+            and fault.end >= before - 20
+            and fault.start <= again
+        ]
+        return f" (faults near it: {'; '.join(said)})" if said else " (no fault near it)"
 
     def explained(self, before: float, again: float, runner: str, pid: int) -> bool:
         """Whether a fault between two runs of an operator lapsed the lease of the first."""

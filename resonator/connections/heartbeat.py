@@ -18,8 +18,10 @@ Works around three defects of resonate-sdk 0.8.1's ``AsyncHeartbeat``
 
 Here each origin gets a heartbeat of its own, sent every quarter lease; a
 beat that has no answer within a sixth of the lease is left to itself and
-another is sent at once, on a connection of its own. So once the network is
-back, a beat gets through within a sixth of a lease, and a cut shorter than
+another is sent at once, on a connection of its own; of the beats left
+waiting, the oldest is cancelled past four, since after a long cut TCP may
+not try them again for seconds. So once the network is back, a beat gets
+through within a sixth of a lease, and a cut shorter than
 half the lease never lets a lease lapse (docs/distributed.md). A task is
 renewed while any run of it is under way (at its newest version), and a
 heartbeat the server refuses is said once at the default level. (A task's
@@ -51,7 +53,7 @@ BEATS = 4  # heartbeats per lease, while the server answers
 PATIENCE = 6  # a beat with no answer after a sixth of a lease is sent again
 # Beats of one origin left waiting for an answer, at most: in a cut shorter
 # than half a lease (three patiences) three go unanswered, and the fourth,
-# sent as the cut ends, gets through.
+# sent as the cut ends, gets through. Past that, the oldest is given up.
 WAITING = 4
 
 
@@ -62,7 +64,8 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
         super().__init__(pid, max(lease_ms // BEATS, 1), sender)
         self.patience = lease_ms / PATIENCE / 1000  # seconds
         self.runs: Counter[str] = Counter()  # task id -> runs under way
-        self.waiting: defaultdict[str, set[asyncio.Task[None]]] = defaultdict(set)  # by origin
+        # Beats without an answer yet, by origin, oldest first.
+        self.waiting: defaultdict[str, dict[asyncio.Task[None], None]] = defaultdict(dict)
         self.refused = False  # a refusal was said already
 
     def start(self, task_id: str, task_version: int) -> None:
@@ -97,24 +100,31 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
 
         A beat without an answer within ``patience`` is left to itself (its
         request may wait on a dead connection, and so may cancelling it), and
-        another goes out, on a connection of its own.
+        another goes out, on a connection of its own. With ``WAITING`` beats
+        left waiting, the oldest is cancelled, not waited for: after a long
+        cut, TCP may not try a beat's request again for as long as the cut
+        lasted, and beats that waited on would hold back the next task's.
         """
         answered = asyncio.Event()
         while not answered.is_set() and (tasks := self.tasks(origin)):
             waiting = self.waiting[origin]
-            if len(waiting) < WAITING:
-                beat = asyncio.ensure_future(self.beat(tasks, answered))
-                waiting.add(beat)
-                beat.add_done_callback(lambda done: self.forget(origin, done))
+            if len(waiting) >= WAITING:
+                oldest = next(iter(waiting))
+                del waiting[oldest]
+                oldest.cancel()
+            beat = asyncio.ensure_future(self.beat(tasks, answered))
+            waiting[beat] = None
+            beat.add_done_callback(lambda done: self.forget(origin, done))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(answered.wait(), self.patience)
 
     def forget(self, origin: str, beat: asyncio.Task[None]) -> None:
         """A beat has ended, answered or not: it waits no more."""
-        waiting = self.waiting[origin]
-        waiting.discard(beat)
-        if not waiting:
-            del self.waiting[origin]
+        waiting = self.waiting.get(origin)
+        if waiting is not None:
+            waiting.pop(beat, None)
+            if not waiting:
+                del self.waiting[origin]
 
     async def beat(self, tasks: list[TaskRef], answered: asyncio.Event) -> None:
         try:
