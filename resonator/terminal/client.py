@@ -108,10 +108,7 @@ class Client:
         a computation of another expression.
         """
         try:
-            expr = parse(text)
-            if id_given:
-                await self.claim(id, expr)
-            return await self.value(self.resonate.run(id, "=", expr), id)
+            return await self.value(await self.started(text, id, id_given), id)
         except ParseError as error:
             raise Failed(syntax_error(text, error)) from None
         except ResonateError as error:
@@ -122,6 +119,13 @@ class Client:
             # the traceback with -vv; and the prompt goes on.
             log.debug("invocation %s failed unexpectedly", id, exc_info=True)
             raise Failed(f"error: {type(error).__name__}: {error}") from None
+
+    async def started(self, text: str, id: str, id_given: bool) -> ResonateHandle[int]:
+        """Computation ``id`` of ``text``, started or attached to; a given ``id`` claimed first."""
+        expr = parse(text)
+        if id_given:
+            await self.claim(id, expr)
+        return self.resonate.run(id, "=", expr)
 
     async def claim(self, id: str, expr: Expr) -> None:
         """Refuse ``id`` if it already names a computation of another expression.
@@ -177,10 +181,7 @@ class Client:
     async def begin(self, text: str, id: str, id_given: bool = False) -> None:
         """Start computation ``id`` of ``text`` (or attach to it) without waiting for it."""
         try:
-            expr = parse(text)
-            if id_given:
-                await self.claim(id, expr)
-            await self.resonate.run(id, "=", expr).id()
+            await (await self.started(text, id, id_given)).id()
         except ParseError as error:
             raise Failed(syntax_error(text, error)) from None
         except ResonateError as error:

@@ -222,17 +222,18 @@ class Page:
                 named, id = bool(id), id or new_id()
                 await self.client.begin(text, id, id_given=named)
                 self.computations.add(id, text, watched=False)
-                waiting = asyncio.create_task(self.wait(text, id, named))
+                waiting = asyncio.create_task(self.wait(text, id))
                 self.waiting.add(waiting)
                 waiting.add_done_callback(self.waiting.discard)
         except (Failed, Unreachable) as error:
             return said(str(error))
         return web.json_response({"id": id})
 
-    async def wait(self, text: str, id: str, named: bool) -> None:
-        """The value of computation ``id``, or why it has none, when it comes."""
+    async def wait(self, text: str, id: str) -> None:
+        """The value of computation ``id``, begun already, or why it has none, when it comes."""
         try:
-            value = await self.client.compute(text, id, id_given=named)
+            # Attached to what begin() started: a given id was claimed there, once.
+            value = await self.client.compute(text, id)
         except Failed as failure:
             self.computations.end(id, "failed", message=str(failure))
         else:
