@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from resonate.resonate import DEFAULT_TTL
 
+from resonator.client.trees import Node, Reader
 from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
-from resonator.terminal.tree import Node, Reader
-from resonator.trace import Runner
+from resonator.trace import Tracer
 
 if TYPE_CHECKING:
     from resonator.parser import Expr, Op
@@ -135,9 +135,9 @@ class Driver:
 
     def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
         self.mode, self.url, self.n = mode, url, 0
-        runner = Runner(mode)
+        tracer = Tracer(mode)
         self.resonate, self.connection = connect(
-            url, "prompt", f"bench-{mode}", DEFAULT_TTL, runner, keep=keep
+            url, "prompt", f"bench-{mode}", DEFAULT_TTL, tracer, keep=keep
         )
 
     async def __aenter__(self) -> Driver:

@@ -134,9 +134,9 @@ async def prompt(url: str | None, name: str) -> AsyncIterator[Resonate]:
     from resonate.resonate import DEFAULT_TTL
 
     from resonator.resonator import EXP, connect
-    from resonator.trace import Runner
+    from resonator.trace import Tracer
 
-    resonate, connection = connect(url, "prompt", name, DEFAULT_TTL, Runner(name))
+    resonate, connection = connect(url, "prompt", name, DEFAULT_TTL, Tracer(name))
     resonate.start()
     if connection.link:
         await connection.link.up.wait()

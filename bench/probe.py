@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from resonate.transport import Transport
 
-    from resonator.connections.postgres import KeepSweeping
+    from resonator.connections.database import KeepSweeping
 
 PROBE = "RESONATOR_PROBE"  # the file a probed process writes its events to
 VARIANT = "RESONATOR_VARIANT"  # what a probed process takes back (see variant())
@@ -63,7 +63,7 @@ class Probe:
     def patch(cls) -> None:
         from resonate.transport import Transport
 
-        from resonator.connections.postgres import KeepSweeping
+        from resonator.connections.database import KeepSweeping
 
         send, recv, init = Transport.send, Transport.recv, KeepSweeping.__init__
 
@@ -177,14 +177,14 @@ def variant(spec: str) -> None:
     from resonate_pg.client import PsycopgSessions
 
     from resonator import connections
-    from resonator.connections import postgres
+    from resonator.connections import database
 
-    ORIGINAL.setdefault("OneTrip", postgres.OneTrip)
-    ORIGINAL.setdefault("take", postgres.KeepSweeping.take)
+    ORIGINAL.setdefault("OneTrip", database.OneTrip)
+    ORIGINAL.setdefault("take", database.KeepSweeping.take)
     ORIGINAL.setdefault("heartbeat", connections.HeartbeatPerOrigin)  # type: ignore[attr-defined]
-    postgres.OneTrip = ORIGINAL["OneTrip"]  # type: ignore[misc]
-    postgres.KeepSweeping.take = ORIGINAL["take"]  # type: ignore[method-assign]
-    postgres.KeepSweeping.preloading = True
+    database.OneTrip = ORIGINAL["OneTrip"]  # type: ignore[misc]
+    database.KeepSweeping.take = ORIGINAL["take"]  # type: ignore[method-assign]
+    database.KeepSweeping.preloading = True
     connections.HeartbeatPerOrigin = ORIGINAL["heartbeat"]  # type: ignore[attr-defined]
     names = set(spec.split("+"))
     if "sdk-heartbeat" in names:
@@ -196,7 +196,7 @@ def variant(spec: str) -> None:
     if "before" in names:
         names |= {"no-onetrip", "no-drain", "no-preload"}
     if "no-onetrip" in names:
-        postgres.OneTrip = PsycopgSessions  # type: ignore[misc,assignment]
+        database.OneTrip = PsycopgSessions  # type: ignore[misc,assignment]
     if "no-drain" in names:
 
         async def take(self: KeepSweeping) -> None:
@@ -208,19 +208,19 @@ def variant(spec: str) -> None:
             for message in messages:
                 self._deliver(message)
 
-        postgres.KeepSweeping.take = take  # type: ignore[method-assign]
+        database.KeepSweeping.take = take  # type: ignore[method-assign]
     if "no-preload" in names:
-        postgres.KeepSweeping.preloading = False
+        database.KeepSweeping.preloading = False
     for name in names:
         if name.startswith("prepare-"):
             threshold = None if name == "prepare-never" else int(name.removeprefix("prepare-"))
 
-            def sessions(url: str, threshold: int | None = threshold) -> postgres.OneTrip:
-                made: postgres.OneTrip = ORIGINAL["OneTrip"](url)
+            def sessions(url: str, threshold: int | None = threshold) -> database.OneTrip:
+                made: database.OneTrip = ORIGINAL["OneTrip"](url)
                 made.pool.kwargs = {"autocommit": True, "prepare_threshold": threshold}
                 return made
 
-            postgres.OneTrip = sessions  # type: ignore[misc,assignment]
+            database.OneTrip = sessions  # type: ignore[misc,assignment]
 
 
 ORIGINAL: dict[str, Any] = {}  # what variant() changes, as it was

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 
 from playwright.sync_api import expect, sync_playwright
 
+from resonator.client.calculator import new_id
 from resonator.harness.processes import WAIT
-from resonator.terminal.client import new_id
-from resonator.web.screenshot import launch, stop, web
+from tests.browser import launch, stop, web
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -2,7 +2,7 @@
 
 Start with ``resonator.py``: the four durable functions, the names they are
 registered under, and the role each process plays. The rest of the lesson
-stands beside it: ``parser.py`` (text to a tree of tuples), ``trace.py``
+stands beside it: ``parser.py`` (text to nested tuples), ``trace.py``
 (what the functions say as they run) and ``worker.py`` (a worker's loop).
 
 The plumbing has folders of its own:
@@ -11,10 +11,13 @@ The plumbing has folders of its own:
   for defects of the SDK and its Postgres connector, a file each;
 - ``servers/``: the servers you start yourself, the stand-in and a local
   Resonate on Postgres;
-- ``terminal/``: the ❯ prompt, batches, the promise tree, the demo and the
-  article's failure modes it plays;
-- ``web/``: ``resonator-web``, the same in a browser, with a kill button
-  for each process;
+- ``client/``: what the two faces share: the settings, starting and
+  attaching to computations, reading their promise trees, the article's
+  failure modes;
+- ``terminal/``: the terminal's face: the ❯ prompt, batches, the tree drawn
+  as text, and the demo;
+- ``web/``: the page's face, ``resonator-web``: the same in a browser,
+  with a kill button for each process;
 - ``harness/``: real processes, for the tests, the demo, the page and the
   benchmark.
 """

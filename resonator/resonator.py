@@ -23,11 +23,9 @@ from typing import TYPE_CHECKING
 
 from resonate.resonate import Resonate
 
-from resonator import worker
 from resonator.connections import Connection
 from resonator.parser import render
-from resonator.terminal import batch, cli, follow, prompt
-from resonator.trace import Runner, evaluating, operating
+from resonator.trace import Tracer, evaluating, operating
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -98,7 +96,7 @@ FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
 }
 
 
-# ── A client ────────────────────────────────────────────────────────────────
+# ── Connecting: a Resonate for this process ─────────────────────────────────
 
 
 def connect(
@@ -106,20 +104,20 @@ def connect(
     group: str,
     pid: str,
     ttl: timedelta,
-    runner: Runner,
+    tracer: Tracer,
     *,
     keep: int | None = None,
 ) -> tuple[Resonate, Connection]:
-    """This process's Resonate client, with the four functions registered.
+    """This process's ``Resonate``, with the four functions registered.
 
     ``url`` is the server (None: the SDK's own, in this process: every task,
     whatever its target, is delivered here). ``group`` and ``pid`` say which
     tasks are this process's: those sent to ``poll://any@group`` and to
     ``poll://uni@group/pid``. ``ttl`` is the lease on a task it takes: how
-    soon the work of a process that died is handed out again. ``runner`` is
+    soon the work of a process that died is handed out again. ``tracer`` is
     what the functions know of this process (its name, for trace lines).
     The SDK's own server keeps the ``keep`` most recently settled
-    computations (None: all). Call ``start()`` on the client inside a
+    computations (None: all). Call ``start()`` on it inside a
     running event loop; the connection tells how the server fares.
     """
     connection = Connection(url, group, pid, ttl, keep)  # each part works around a defect
@@ -135,7 +133,7 @@ def connect(
     )
     for name, function in FUNCTIONS.items():
         resonate.register(function, name=name)
-    resonate.with_dependency(runner)
+    resonate.with_dependency(tracer)
     return resonate, connection
 
 
@@ -144,12 +142,18 @@ def connect(
 
 def main(argv: list[str] | None = None) -> int:
     """Become what GRP names: an exp worker, an ops worker, or (unset) the prompt."""
-    args, settings = cli.arguments(argv)
-    cli.setup_logging(args.verbose, worker=settings.role == "worker")
-    runner = Runner(settings.name, settings.op_delay, settings.exp_delay)
+    # Imported here: the functions above need none of it, and a worker loads
+    # nothing of the terminal's.
+    from resonator import worker
+    from resonator.client.settings import arguments, setup_logging
+    from resonator.terminal import batch, follow, prompt
+
+    args, settings = arguments(argv)
+    setup_logging(args.verbose, worker=settings.role == "worker")
+    tracer = Tracer(settings.name, settings.op_delay, settings.exp_delay)
     group = settings.group or "prompt"
     resonate, connection = connect(
-        settings.url, group, settings.pid, settings.ttl, runner, keep=settings.keep
+        settings.url, group, settings.pid, settings.ttl, tracer, keep=settings.keep
     )
     if settings.role == "worker":
         return worker.work(resonate, connection)

@@ -16,17 +16,17 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resonator.terminal.text import window
-
 if TYPE_CHECKING:
     from resonate.context import Context
 
 log = logging.getLogger("resonator")
 
+WINDOW = 60  # columns of a long step shown in a trace line
+
 
 @dataclass(frozen=True)
-class Runner:
-    """The process that runs the durable functions, as they see it (a Resonate dependency)."""
+class Tracer:
+    """What the durable functions know of the process they run in (a Resonate dependency)."""
 
     name: str  # for trace lines: "exp/lhs", "ops/3f2a9c1e", "prompt" or "embedded"
     # Seconds each operator, and each run of "=", takes: time to crash a
@@ -36,16 +36,24 @@ class Runner:
 
 
 def trace(ctx: Context, what: str) -> None:
-    log.info("%s: %s  [%s]", ctx.get_dependency(Runner).name, window(what), ctx.info.id)
+    log.info("%s: %s  [%s]", ctx.get_dependency(Tracer).name, window(what), ctx.info.id)
 
 
 async def evaluating(ctx: Context, what: str) -> None:
     """What every run of "=" does first: say so, then take its time."""
     trace(ctx, what)
-    await asyncio.sleep(ctx.get_dependency(Runner).exp_delay)
+    await asyncio.sleep(ctx.get_dependency(Tracer).exp_delay)
 
 
 async def operating(ctx: Context, what: str) -> None:
     """What every operator does before it answers: say so, then take its time."""
     trace(ctx, what)
-    await asyncio.sleep(ctx.get_dependency(Runner).op_delay)
+    await asyncio.sleep(ctx.get_dependency(Tracer).op_delay)
+
+
+def window(text: str) -> str:
+    """A long text as its first and last columns, and how long it is."""
+    if len(text) <= WINDOW:
+        return text
+    half = WINDOW // 2
+    return f"{text[:half]}…{text[-half:]} ({len(text)} characters)"

@@ -24,7 +24,7 @@ from resonate_base import PROTOCOL_VERSION
 
 from resonator.harness.processes import WAIT, Process, Topology, missing
 from resonator.resonator import connect
-from resonator.trace import Runner
+from resonator.trace import Tracer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -93,7 +93,7 @@ async def embedded(
     name: str = "embedded", keep: int | None = None
 ) -> AsyncIterator[tuple[Resonate, Connection]]:
     """A started Resonate on the SDK's in-process server, and its connection; stopped afterwards."""
-    resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, Runner(name), keep=keep)
+    resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, Tracer(name), keep=keep)
     resonate.start()
     try:
         yield resonate, connection

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from resonate.resonate import DEFAULT_TTL
 
+from resonator.client.calculator import Calculator
 from resonator.harness.processes import TRACE, WAIT
 from resonator.parser import render
 from resonator.resonator import EXP, connect
 from resonator.terminal.batch import Batch, Report
-from resonator.terminal.client import Client
-from resonator.trace import Runner
+from resonator.trace import Tracer
 from tests.helpers import oracle, trees
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def test_any_number_of_jobs_gives_python_s_values_in_order(exprs: list[Expr], jo
 class Counted(Batch):
     """A batch that notes, each time a line is taken, how far ahead of its reports it reads."""
 
-    def __init__(self, client: Client, args: argparse.Namespace) -> None:
+    def __init__(self, client: Calculator, args: argparse.Namespace) -> None:
         super().__init__(client, args)
         self.reported = 0
         self.ahead: list[int] = []
@@ -111,10 +111,10 @@ def test_a_long_input_is_read_only_as_fast_as_there_is_room() -> None:
     jobs = 8
 
     async def scenario() -> Counted:
-        runner = Runner("test", op_delay=0.01)
-        resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, runner)
+        tracer = Tracer("test", op_delay=0.01)
+        resonate, connection = connect(None, "prompt", "test", DEFAULT_TTL, tracer)
         args = argparse.Namespace(expressions=[], id=None, watch=False, tree=False, jobs=jobs)
-        async with Client(resonate.options(target=EXP), connection) as client:
+        async with Calculator(resonate.options(target=EXP), connection) as client:
             batch = Counted(client, args)
             reporting = asyncio.ensure_future(batch.report_all(batch.lines(100_000)))
             await batch.enough.wait()

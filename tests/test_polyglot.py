@@ -18,7 +18,7 @@ from resonate.resonate import DEFAULT_TTL
 
 from resonator.harness.processes import Topology
 from resonator.resonator import EXP, connect
-from resonator.trace import Runner
+from resonator.trace import Tracer
 from tests.helpers import ARTICLE, VALUE, javascript, kill, operator_runs, oracle
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def test_what_is_not_an_integer_is_refused_once_in_a_line(mixed: Topology) -> No
 
     async def refusal() -> str:
         # No text parses to 1.5, so the tree is given as the prompt would have sent it.
-        resonate, _ = connect(mixed.url, "prompt", "refused", DEFAULT_TTL, Runner("test"))
+        resonate, _ = connect(mixed.url, "prompt", "refused", DEFAULT_TTL, Tracer("test"))
         resonate.start()
         try:
             await resonate.options(target=EXP).run("r", "=", ("+", 1.5, 2)).result()

@@ -21,7 +21,7 @@ from resonate.resonate import DEFAULT_TTL
 
 from resonator.harness.processes import Process, Topology
 from resonator.resonator import connect
-from resonator.trace import Runner
+from resonator.trace import Tracer
 from tests.helpers import (
     ARTICLE,
     VALUE,
@@ -201,7 +201,7 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
 ) -> None:
     # Work waits for exp/lhs: a computation whose root is addressed to it.
     async def addressed_to_lhs() -> None:
-        resonate, _ = connect(refusing.url, "test", "test", DEFAULT_TTL, Runner("test"))
+        resonate, _ = connect(refusing.url, "test", "test", DEFAULT_TTL, Tracer("test"))
         resonate.start()
         try:
             await resonate.options(target="poll://uni@exp/lhs").rpc("spin", "=", ("+", 1, 2)).id()

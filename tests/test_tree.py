@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 
+from resonator.client.trees import Node, Reader
 from resonator.parser import Expr, parse, render
-from resonator.terminal.tree import Node, Reader, draw
+from resonator.terminal.drawing import draw
 from tests.helpers import embedded, oracle, trees
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from resonator.harness.processes import WAIT, free_port, python
-from resonator.web.screenshot import launch, midway, stop, web
+from tests.browser import launch, midway, stop, web
 from tests.helpers import ROOT
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ import threading
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-from resonator.terminal.client import Client, Failed, exit_status, new_id
-from resonator.terminal.keys import CtrlC, Interrupted
+from resonator.client.calculator import Calculator, Failed, new_id
+from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
     import argparse
@@ -31,16 +32,16 @@ if TYPE_CHECKING:
 type Line = tuple[int, str | None]
 
 
-def compute_all(resonate: Resonate, connection: Connection, args: argparse.Namespace) -> int:
+def compute_all(computations: Resonate, connection: Connection, args: argparse.Namespace) -> int:
     """Every expression given or piped in, computed; the exit status."""
-    return exit_status(computing(Client(resonate, connection), args))
+    return exit_status(computing(Calculator(computations, connection), args))
 
 
-async def computing(client: Client, args: argparse.Namespace) -> int:
+async def computing(calculator: Calculator, args: argparse.Namespace) -> int:
     keys = CtrlC()
-    async with client:
-        await keys.wait(client.ready())
-        batch = Batch(client, args)
+    async with calculator:
+        await keys.wait(calculator.ready())
+        batch = Batch(calculator, args)
         lines = numbered(args.expressions) if args.expressions else piped(sys.stdin.buffer)
         try:
             return await keys.wait(batch.report_all(lines))
@@ -62,8 +63,8 @@ class Report:
 class Batch:
     """Expressions computed ``jobs`` at a time, reported in the order they came."""
 
-    def __init__(self, client: Client, args: argparse.Namespace) -> None:
-        self.client = client
+    def __init__(self, calculator: Calculator, args: argparse.Namespace) -> None:
+        self.calculator = calculator
         self.args = args
         # A followed computation draws as it goes: one at a time.
         self.jobs = 1 if args.watch else args.jobs
@@ -114,12 +115,12 @@ class Batch:
         self.waiting.append(id)  # until it ends: when Ctrl-C stops us, it goes on
         try:
             if self.args.watch:
-                await self.client.begin(text, id)
-                result = Report(failed=not await self.client.watch(id))
+                await self.calculator.begin(text, id)
+                result = Report(failed=not await watch(self.calculator, id))
             else:
-                value = await self.client.compute(text, id, id_given=bool(self.args.id))
+                value = await self.calculator.compute(text, id, id_given=bool(self.args.id))
                 result = Report(
-                    out=await self.client.drawn_tree(id) if self.args.tree else str(value)
+                    out=await drawn(self.calculator, id) if self.args.tree else str(value)
                 )
         except Failed as failure:
             result = Report(err=self.where.format(number) + str(failure), failed=True)

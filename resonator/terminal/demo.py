@@ -29,19 +29,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from resonator.client.scenarios import LEASES, SCENARIOS, Stage
+from resonator.client.settings import setup_logging
+from resonator.client.trees import Reader, changes, ended
 from resonator.connections import Connection
 from resonator.harness.processes import TRACE, Transcript, missing
-from resonator.terminal.cli import setup_logging
-from resonator.terminal.scenarios import LEASES, SCENARIOS, Stage
-from resonator.terminal.tree import Reader, table
-from resonator.terminal.watch import changes, ended, show
+from resonator.terminal.drawing import show, table
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from rich.console import RenderableType
 
-    from resonator.terminal.tree import Node
+    from resonator.client.trees import Node
 
 TOPOLOGY = """\
 ❯ prompt   R = (1 + 2) * (3 - 4)
@@ -80,7 +80,7 @@ class Demo(Stage):
         self.connection: Connection | None = None
 
     def start(self) -> None:
-        """The server and the workers; a client to read with."""
+        """The server and the workers; a connection to read trees with."""
         super().start()
         server = "a stand-in server" if self.topology.kind == "stand-in" else "resonate dev"
         self.say(f"{server} at {self.topology.url}; exp/lhs, exp/rhs and two ops workers")
@@ -89,7 +89,7 @@ class Demo(Stage):
         self.reader = Reader(self.connection)
 
     def stop(self) -> None:
-        """Every process it started, and its own client: stopped, however the demo ended."""
+        """Every process it started, and its own connection: stopped, however the demo ended."""
         try:
             self.topology.__exit__(None, None, None)
             if self.connection:

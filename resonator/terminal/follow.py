@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from resonator.terminal.client import Client, Failed, exit_status
-from resonator.terminal.keys import CtrlC
+from resonator.client.calculator import Calculator, Failed
+from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.keys import CtrlC, exit_status
 
 if TYPE_CHECKING:
     import argparse
@@ -16,19 +17,19 @@ if TYPE_CHECKING:
     from resonator.connections import Connection
 
 
-def follow(resonate: Resonate, connection: Connection, args: argparse.Namespace) -> int:
+def follow(computations: Resonate, connection: Connection, args: argparse.Namespace) -> int:
     """The tree of ``args.id`` as it stands, or as it changes until it settles; the exit status."""
-    return exit_status(following(Client(resonate, connection), args.id, args.watch))
+    return exit_status(following(Calculator(computations, connection), args.id, args.watch))
 
 
-async def following(client: Client, id: str, watch: bool) -> int:
+async def following(calculator: Calculator, id: str, live: bool) -> int:
     keys = CtrlC()
-    async with client:
-        await keys.wait(client.ready())
+    async with calculator:
+        await keys.wait(calculator.ready())
         try:
-            if watch:
-                return 0 if await keys.wait(client.watch(id)) else 1
-            print(await keys.wait(client.drawn_tree(id)), flush=True)
+            if live:
+                return 0 if await keys.wait(watch(calculator, id)) else 1
+            print(await keys.wait(drawn(calculator, id)), flush=True)
         except Failed as failure:
             print(failure, file=sys.stderr)
             return 1

@@ -2,17 +2,24 @@
 
 A computation is durable, so Ctrl-C never stops one: it stops the prompt's
 wait for the line being typed, for a value, for the server, or a batch's
-wait for its values. What it interrupted goes on without us.
+wait for its values. What it interrupted goes on without us. A terminal's
+session that Ctrl-C ends exits with status 130 (``exit_status``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
+from resonator.client.calculator import Unreachable
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Coroutine
+
+log = logging.getLogger("resonator")
 
 
 class Interrupted(Exception):
@@ -53,3 +60,18 @@ class CtrlC:
             raise
         finally:
             self.waiting = None
+
+
+def exit_status(session: Coroutine[Any, Any, int]) -> int:
+    """The exit status of a terminal's session, run to its end (Ctrl-C: 130)."""
+    try:
+        return asyncio.run(session)
+    except Interrupted:
+        return 130
+    except Unreachable as error:
+        print(f"resonator: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        log.debug("resonator failed", exc_info=True)
+        print(f"resonator: {type(error).__name__}: {error} (-vv shows more)", file=sys.stderr)
+        return 1

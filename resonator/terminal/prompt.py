@@ -1,7 +1,7 @@
 """The ❯ prompt: type an expression, see its value.
 
-The prompt and its Resonate client share one event loop. In a terminal that
-can be drawn on, the prompt is prompt_toolkit's: what the client says while
+The prompt and the SDK share one event loop. In a terminal that
+can be drawn on, the prompt is prompt_toolkit's: what Resonator says while
 you type appears above it, a syntax error shows in the bottom toolbar before
 you press Enter, and history is kept between sessions. On a dumb terminal it
 is a plain line, edited by the terminal itself. (Expressions given as
@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 from resonate.error import ResonateError
 from rich.text import Text
 
+from resonator.client.calculator import Calculator, Failed, new_id
+from resonator.client.text import escaped
+from resonator.client.trees import tally
 from resonator.parser import MAX_LENGTH, ParseError, parse
-from resonator.terminal.client import Client, Failed, exit_status, new_id
-from resonator.terminal.keys import CtrlC, Interrupted
-from resonator.terminal.text import escaped
-from resonator.terminal.tree import tally
+from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
@@ -53,18 +54,18 @@ Type an expression such as (1 + 2) * (3 - 4), or a command:
 Ctrl-C clears the line, or stops waiting for a value (the computation goes on)."""
 
 
-def converse(resonate: Resonate, connection: Connection) -> int:
-    """The ❯ prompt, until Ctrl-D or :q; ``resonate.run`` starts a computation."""
-    return exit_status(conversation(Client(resonate, connection)))
+def converse(computations: Resonate, connection: Connection) -> int:
+    """The ❯ prompt, until Ctrl-D or :q; ``computations.run`` starts a computation."""
+    return exit_status(conversation(Calculator(computations, connection)))
 
 
-async def conversation(client: Client) -> int:
+async def conversation(calculator: Calculator) -> int:
     """Once the server can serve us, read lines and answer each; the exit status."""
     keys = CtrlC()
-    async with client:
+    async with calculator:
         # Decided before the ❯ is drawn: a server that cannot serve us ends
         # the prompt before anything is typed into it.
-        await keys.wait(client.ready())
+        await keys.wait(calculator.ready())
         print("Resonator: every step of every calculation is a durable promise.")
         print(HELP + "\n", flush=True)
         drawn = sys.stdout.isatty() and os.environ.get("TERM", "dumb") not in ("dumb", "unknown")
@@ -84,29 +85,30 @@ async def conversation(client: Client) -> int:
             if text in QUIT:
                 return 0
             if text in ("quit", "exit") or text.startswith(":"):
-                await command(client, keys, text, last)
+                await command(calculator, keys, text, last)
             elif text:
                 last = (
-                    await compute(client, keys, text, shown=isinstance(lines, DrawnPrompt)) or last
+                    await compute(calculator, keys, text, shown=isinstance(lines, DrawnPrompt))
+                    or last
                 )
 
 
-async def compute(client: Client, keys: CtrlC, text: str, shown: bool) -> str | None:
+async def compute(calculator: Calculator, keys: CtrlC, text: str, shown: bool) -> str | None:
     """Compute ``text`` and show its value; the id of the computation, if one started.
 
     ``shown``: the terminal can be drawn on, and shows how far the
     computation is while it waits.
     """
-    if client.link and not client.link.up.is_set():
+    if calculator.link and not calculator.link.up.is_set():
         try:
-            await keys.wait(waiting_for_the_server(client))
+            await keys.wait(waiting_for_the_server(calculator))
         except Interrupted:
             print("\nstopped waiting for the server; nothing was started\n")
             return None
     id = new_id()
-    computing = client.compute(text, id)
+    computing = calculator.compute(text, id)
     try:
-        value = await keys.wait(progress(client, id, computing) if shown else computing)
+        value = await keys.wait(progress(calculator, id, computing) if shown else computing)
     except Failed as failure:
         print(failure, file=sys.stderr)
         return None
@@ -117,20 +119,20 @@ async def compute(client: Client, keys: CtrlC, text: str, shown: bool) -> str | 
     return id
 
 
-async def waiting_for_the_server(client: Client) -> None:
+async def waiting_for_the_server(calculator: Calculator) -> None:
     # Said from within the wait, which Ctrl-C is then sure to stop: said
     # before it began, a Ctrl-C pressed at once could come before it, and be lost.
-    assert client.link is not None
-    print(f"waiting for the server at {client.link.url} (Ctrl-C stops waiting)")
-    await client.ready(None)
+    assert calculator.link is not None
+    print(f"waiting for the server at {calculator.link.url} (Ctrl-C stops waiting)")
+    await calculator.ready(None)
 
 
-async def progress(client: Client, id: str, computing: Awaitable[int]) -> int:
+async def progress(calculator: Calculator, id: str, computing: Awaitable[int]) -> int:
     """What ``computing`` gives; meanwhile, under the line typed, how far computation ``id`` is."""
     from rich.live import Live
 
     status = Text("computing", style="dim")
-    reader = client.reader()
+    reader = calculator.reader()
     value = asyncio.ensure_future(computing)
     try:
         # Transient: it goes with the answer. Lines printed meanwhile go above it.
@@ -146,7 +148,7 @@ async def progress(client: Client, id: str, computing: Awaitable[int]) -> int:
         value.cancel()
 
 
-async def command(client: Client, keys: CtrlC, text: str, last: str) -> None:
+async def command(calculator: Calculator, keys: CtrlC, text: str, last: str) -> None:
     """Answer a line that is not an expression."""
     name, _, argument = text.partition(" ")
     id = argument.strip() or last
@@ -161,9 +163,9 @@ async def command(client: Client, keys: CtrlC, text: str, last: str) -> None:
     else:
         try:
             if name == ":tree":
-                print(await keys.wait(client.drawn_tree(id)), flush=True)
+                print(await keys.wait(drawn(calculator, id)), flush=True)
             else:
-                await keys.wait(client.watch(id))
+                await keys.wait(watch(calculator, id))
         except Failed as failure:
             print(failure, file=sys.stderr)
         except Interrupted:

@@ -9,7 +9,5 @@
 - ``stage.py``: the processes the page started, their latest lines, the
   operators' runs, and the article's failure modes played on them;
 - ``static/``: the page (HTML, CSS, JavaScript, an icon), with nothing to
-  build and nothing fetched from anywhere else;
-- ``screenshot.py``: Chromium driven by Playwright, for the tests and for
-  ``docs/web.png``.
+  build and nothing fetched from anywhere else.
 """

@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from aiohttp import web
 from resonate.resonate import DEFAULT_TTL
 
+from resonator.client.calculator import CONNECT_WAIT, Calculator, Failed, Unreachable, new_id
+from resonator.client.scenarios import LEASES, SCENARIOS
+from resonator.client.settings import ID, SCHEMES, seconds, setup_logging
 from resonator.harness.processes import missing
 from resonator.resonator import EXP, connect
 from resonator.servers.devserver import TurnedAway, loopback
-from resonator.terminal.cli import ID, SCHEMES, seconds, setup_logging
-from resonator.terminal.client import Client, Failed, Unreachable, new_id
-from resonator.terminal.scenarios import LEASES, SCENARIOS
-from resonator.trace import Runner
+from resonator.trace import Tracer
 from resonator.web.live import Board, Computations, Trees
 from resonator.web.stage import Busy, Processes
 
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 PORT = 8002  # beside the Resonate server's 8001
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024  # bytes; an expression is at most 4000 characters
-CONNECT_WAIT = 5.0  # seconds a computation waits for the Resonate server to answer
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream, so a dead page is noticed
 COOKIE = "resonator-web"  # where the browser keeps the token, once given in the address
 HEADERS = {
@@ -83,18 +82,18 @@ class Page:
 
     def __init__(
         self,
-        client: Client,
+        calculator: Calculator,
         processes: Processes | None,
         hosts: frozenset[str],
         token: str | None,
     ) -> None:
-        self.client = client
+        self.calculator = calculator
         self.processes = processes  # None: attached to a topology of somebody else's
         self.hosts = hosts  # the Host headers it answers
         self.token = token
         self.board = Board()
         self.computations = Computations(self.board)
-        self.trees = Trees(client.reader, self.computations.seen)
+        self.trees = Trees(calculator.reader, self.computations.seen)
         self.streams: set[asyncio.Task[Any]] = set()  # open, to end when the page stops
         self.waiting: set[asyncio.Task[None]] = set()  # computations it waits for
 
@@ -214,13 +213,13 @@ class Page:
         if not text and not id:
             return said("type an expression, or the id of a computation to follow")
         try:
-            await self.client.ready(CONNECT_WAIT)
+            await self.calculator.ready(CONNECT_WAIT)
             if not text:
-                await self.client.drawn_tree(id)  # to learn that there is one
+                await self.calculator.tree(id)  # to learn that there is one
                 self.computations.add(id, "", watched=True)
             else:
                 named, id = bool(id), id or new_id()
-                await self.client.begin(text, id, id_given=named)
+                await self.calculator.begin(text, id, id_given=named)
                 self.computations.add(id, text, watched=False)
                 waiting = asyncio.create_task(self.wait(text, id))
                 self.waiting.add(waiting)
@@ -233,7 +232,7 @@ class Page:
         """The value of computation ``id``, begun already, or why it has none, when it comes."""
         try:
             # Attached to what begin() started: a given id was claimed there, once.
-            value = await self.client.compute(text, id)
+            value = await self.calculator.compute(text, id)
         except Failed as failure:
             self.computations.end(id, "failed", message=str(failure))
         else:
@@ -319,13 +318,13 @@ async def serve(
     # Its own lease, and the root's first step, as its processes have them.
     lease = seconds("RESONATOR_TTL") or (float(LEASES["RESONATOR_TTL"]) if processes else None)
     ttl = timedelta(seconds=lease) if lease else DEFAULT_TTL
-    runner = Runner("web", exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0)
-    resonate, connection = connect(url, "prompt", new_id()[:8], ttl, runner)
+    tracer = Tracer("web", exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0)
+    resonate, connection = connect(url, "prompt", new_id()[:8], ttl, tracer)
     # As the prompt does: a root's later runs go to any exp worker.
-    client = Client(resonate.options(target=EXP), connection)
+    calculator = Calculator(resonate.options(target=EXP), connection)
     address, port = listener.getsockname()[:2]
     # Asked for by the name it was given, or by the address that name has.
-    page = Page(client, processes, authorities(host, port) | authorities(address, port), token)
+    page = Page(calculator, processes, authorities(host, port) | authorities(address, port), token)
     site = web.AppRunner(page.app(), handler_cancellation=True, access_log=None)
     await site.setup()
     await web.SockSite(site, listener).start()
@@ -333,10 +332,10 @@ async def serve(
     print(f"http://{shown}:{port}/" + (f"?token={token}" if token else ""), flush=True)
     print(f"the Resonate server: {url}", flush=True)
     page.open(url)
-    async with client:
+    async with calculator:
         stopped = asyncio.ensure_future(stop.wait())
         # A server that is not there, or cannot serve us, is said at once, and ends the page.
-        ready = asyncio.ensure_future(client.ready(None))
+        ready = asyncio.ensure_future(calculator.ready(None))
         try:
             await asyncio.wait([stopped, ready], return_when=asyncio.FIRST_COMPLETED)
             if ready.done() and isinstance(why := ready.exception(), Unreachable):

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from resonator.terminal.watch import changes
+from resonator.client.trees import changes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from resonator.terminal.tree import Node, Reader
+    from resonator.client.trees import Node, Reader
 
 log = logging.getLogger("resonator")
 

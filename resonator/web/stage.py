@@ -17,17 +17,17 @@ from collections import defaultdict, deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from resonator.client.scenarios import ARTICLE, LEASES, SCENARIOS, WORKERS, Runs, Stage
+from resonator.client.trees import ended
 from resonator.harness.processes import WAIT
 from resonator.servers import ending
-from resonator.terminal.scenarios import ARTICLE, LEASES, SCENARIOS, WORKERS, Runs, Stage
-from resonator.terminal.watch import ended
 from resonator.web.live import KEEP
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from resonator.client.trees import Node
     from resonator.harness.processes import Process as Child
-    from resonator.terminal.tree import Node
     from resonator.web.live import Board, Computations, Trees
 
 LINES = 6  # latest lines shown of each process

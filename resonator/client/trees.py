@@ -1,4 +1,4 @@
-"""The promise tree of a computation, read back from the server.
+"""The promise tree of a computation, read back from the server, and followed as it changes.
 
 Nothing here is bookkept on the side. Each node is one ``promise.get``; its
 children are found by the SDK's lineage rule (``resonate.ids.join_id``): the
@@ -16,6 +16,11 @@ For a node still pending, a ``task.get`` tells what its task is doing:
   it. If that lasts, no process is there: the work waits for one.
 
 A server that does not answer ``task.get`` leaves that column empty.
+
+``changes`` follows a computation as it runs: it reads the tree again five
+times a second (no message tells a process that another one's promise
+changed) and yields each state that differs from the last, until the root
+settles. The prompt's ``:watch`` and the page both follow trees with it.
 """
 
 from __future__ import annotations
@@ -27,19 +32,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resonate.codec import Codec, NoopEncryptor
-from resonate.error import ServerError
+from resonate.error import ApplicationError, ServerError
 from resonate.ids import ORIGIN_SEP, join_id
 from resonate.promises import Promises
 from resonate_base import PROTOCOL_VERSION
-from rich.table import Table
-from rich.text import Text
 
 from resonator.parser import render
-from resonator.terminal.text import shortened
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from resonator.connections import Connection
 
+EVERY = 0.2  # seconds between two reads of a tree that is followed
 TASK = {"acquired": "running", "suspended": "awaiting", "pending": "unclaimed"}
 
 
@@ -140,60 +145,21 @@ def tally(root: Node) -> tuple[int, int]:
     return sum(node.state != "pending" for node in nodes), len(nodes)
 
 
-def draw(root: Node, width: int | None = None) -> str:
-    """The tree as plain text, one aligned row per promise (easy to grep).
-
-    Within ``width`` columns, if given: each expression shortened in the middle.
-    """
-    columns = [cells(name, node) for name, node in rows(root)]
-    widths = [max(len(row[i]) for row in columns) for i in range(5)]
-    if width and sum(widths) + 2 * 4 > width:
-        room = max(width - 2 * 4 - (sum(widths) - widths[1]), 9)
-        columns = [[row[0], shortened(row[1], room), *row[2:]] for row in columns]
-        widths[1] = max(len(row[1]) for row in columns)
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) for cell, width in zip(row, [*widths[:4], 0], strict=True)
-        ).rstrip()
-        for row in columns
-    )
+def ended(root: Node) -> bool:
+    """The computation ended: its root settled."""
+    return root.state != "pending"
 
 
-def cells(name: str, node: Node) -> list[str]:
-    """A node's row: its branch and id, what it computes, where, its state, and its value.
-
-    The last column is a settled node's value; for a pending one, what its
-    task is doing.
-    """
-    last = node.task if node.state == "pending" else str(node.value)
-    return [name, node.what, node.where, node.state, last]
-
-
-# How a terminal that can show colours marks each state, and each task's.
-STYLES = {
-    "resolved": "green",
-    "pending": "yellow",
-    "running": "yellow",
-    "awaiting": "cyan",
-    "unclaimed": "bold white on red",
-}
-
-
-def table(root: Node) -> Table:
-    """The tree for a terminal, in the words of ``draw``: settled rows dim, the rest by state."""
-    grid = Table.grid(padding=(0, 2))
-    for column in range(5):
-        # The expressions give way when the terminal is narrow; nothing else does.
-        grid.add_column(no_wrap=True, overflow="ellipsis" if column == 1 else "fold")
-    for name, node in rows(root):
-        row = cells(name, node)
-        settled = node.state != "pending"
-        last = STYLES.get(node.task, "") if not settled else STYLES.get(node.state, "red")
-        grid.add_row(
-            Text(row[0], style="dim" if settled else "bold"),
-            Text(row[1]),
-            Text(row[2], style="dim" if settled else "bold magenta"),
-            Text(row[3], style=STYLES.get(node.state, "red")),
-            Text(row[4], style=last),
-        )
-    return grid
+async def changes(reader: Reader, id: str) -> AsyncGenerator[Node]:
+    """Each new state of the tree of ``id``, until its root settles."""
+    shown = None
+    while True:
+        root = await reader.tree(id)
+        if root is None:
+            raise ApplicationError(f"there is no promise {id}")
+        if (state := [(n.id, n.state, n.task, n.value) for _, n in rows(root)]) != shown:
+            shown = state
+            yield root
+        if ended(root):
+            return
+        await asyncio.sleep(EVERY)

@@ -1,4 +1,4 @@
-"""Text as a terminal shows it: escaped controls, columns, windows, and a caret under a column."""
+"""Text as a terminal shows it: escaped controls, columns, and a caret under a column."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from resonator.parser import ParseError
 
-WINDOW = 60  # columns of a long text shown at once: a trace line's step, or an input
+WINDOW = 60  # columns of a long input shown at once, around its error
 
 
 def syntax_error(text: str, error: ParseError) -> str:
@@ -36,14 +36,6 @@ def syntax_error(text: str, error: ParseError) -> str:
     caret = len(before) + sum(widths[start:column])
     line = before + "".join(pieces[start:end]) + after
     return f"syntax error: {message}\n  {line}\n  {' ' * caret}^"
-
-
-def window(text: str) -> str:
-    """A long text as its first and last columns, and how long it is."""
-    if len(text) <= WINDOW:
-        return text
-    half = WINDOW // 2
-    return f"{text[:half]}…{text[-half:]} ({len(text)} characters)"
 
 
 def shortened(text: str, width: int) -> str:

@@ -1,75 +1,60 @@
-"""The prompt's Resonate client: a line of text in, its value (or one clear error) out.
+"""A Resonate client's computations: a line of text in, its value (or one clear error) out.
 
-The ❯ prompt, a batch and ``--tree``/``--watch`` each run on one: it opens
-the connections, waits for the server (the one place that does), and starts
-computations or attaches to them. Every computation it starts is durable:
-when the terminal stops waiting for one (Ctrl-C), the computation goes on,
-and the same id attaches to it again.
+The ❯ prompt, a batch, ``--tree``/``--watch`` and the page each run on a
+``Calculator``: it opens the connections, waits for the server (the one
+place that does), starts computations or attaches to them, and reads their
+promise trees. Every computation it starts is durable: when its caller stops
+waiting for one (Ctrl-C, a page closed), the computation goes on, and the
+same id attaches to it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import msgspec
 from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
-from rich.console import Console
 
+from resonator.client.text import syntax_error
+from resonator.client.trees import Reader
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
-from resonator.terminal.keys import Interrupted
-from resonator.terminal.text import syntax_error
-from resonator.terminal.tree import Reader, draw
-from resonator.terminal.watch import changes, show
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from resonate.handle import ResonateHandle
     from resonate.resonate import Resonate
 
+    from resonator.client.trees import Node
     from resonator.connections import Connection
     from resonator.parser import Expr
 
 log = logging.getLogger("resonator")
 
-CONNECT_WAIT = 5.0  # seconds a terminal waits for its server to answer before giving up
+CONNECT_WAIT = 5.0  # seconds a computation waits for its server to answer before giving up
 
 
 class Failed(Exception):
-    """Why a line has no value, as the terminal should show it."""
+    """Why a line has no value, as a person should read it."""
 
 
 class Unreachable(Exception):
     """The server did not answer in time, or cannot serve us; the message is why."""
 
 
-def exit_status(session: Coroutine[Any, Any, int]) -> int:
-    """The exit status of a terminal's session, run to its end (Ctrl-C: 130)."""
-    try:
-        return asyncio.run(session)
-    except Interrupted:
-        return 130
-    except Unreachable as error:
-        print(f"resonator: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:
-        log.debug("resonator failed", exc_info=True)
-        print(f"resonator: {type(error).__name__}: {error} (-vv shows more)", file=sys.stderr)
-        return 1
+class Calculator:
+    """Text in, values out: computations started (or attached to) with ``computations.run``.
 
+    ``computations`` is the process's ``Resonate``, with the options every
+    computation's root is started with.
+    """
 
-class Client:
-    """Computations on a Resonate client whose ``run`` starts one (or attaches to it)."""
-
-    def __init__(self, resonate: Resonate, connection: Connection) -> None:
-        self.resonate = resonate
+    def __init__(self, computations: Resonate, connection: Connection) -> None:
+        self.computations = computations
         self.connection = connection
         self.link = connection.link  # None in-process: always connected
         if self.link:
@@ -80,11 +65,11 @@ class Client:
             print(
                 "embedded: no Resonate server, running everything in this process", file=sys.stderr
             )
-        self.resonate.start()
+        self.computations.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await shut_down(self.resonate)
+        await shut_down(self.computations)
 
     async def ready(self, wait: float | None = CONNECT_WAIT) -> None:
         """Once the server can push to us and serve us; else ``Unreachable``, saying why.
@@ -125,7 +110,7 @@ class Client:
         expr = parse(text)
         if id_given:
             await self.claim(id, expr)
-        return self.resonate.run(id, "=", expr)
+        return self.computations.run(id, "=", expr)
 
     async def claim(self, id: str, expr: Expr) -> None:
         """Refuse ``id`` if it already names a computation of another expression.
@@ -134,7 +119,7 @@ class Client:
         the check comes first, before anything is computed.
         """
         try:
-            stored = (await self.resonate.promises.get(id)).param.data
+            stored = (await self.computations.promises.get(id)).param.data
         except ServerError as error:
             if error.code == 404:
                 return  # a new id
@@ -172,7 +157,9 @@ class Client:
                 if record.state != "pending":
                     # As the server keeps it, encoded: decoded as the SDK
                     # decodes a settled promise (a rejection raises).
-                    value: int = decode_settled(self.resonate.promises.codec.decode_promise(record))
+                    value: int = decode_settled(
+                        self.computations.promises.codec.decode_promise(record)
+                    )
                     return value
             return await result
         finally:
@@ -188,28 +175,18 @@ class Client:
             raise Failed(f"error: {error}") from None
 
     def reader(self) -> Reader:
+        """A reader of this server's promise trees, which remembers nothing yet."""
         return Reader(self.connection)
 
-    async def drawn_tree(self, id: str) -> str:
-        """The promise tree of invocation ``id`` as the server has it now, as text.
-
-        On a terminal, as wide as the terminal: the expressions give way.
-        """
+    async def tree(self, id: str) -> Node:
+        """The promise tree of computation ``id`` as the server has it now; or ``Failed``."""
         try:
             root = await self.reader().tree(id)
         except ResonateError as error:
             raise Failed(f"error: {error}") from None
         if root is None:
             raise Failed(f"error: there is no promise {id}")
-        return draw(root, shutil.get_terminal_size().columns if sys.stdout.isatty() else None)
-
-    async def watch(self, id: str) -> bool:
-        """Show the tree of ``id`` as it changes, until its root settles; True if it resolved."""
-        try:
-            last = await show(changes(self.reader(), id), Console())
-        except ResonateError as error:
-            raise Failed(f"error: {error}") from None
-        return last is not None and last.state == "resolved"
+        return root
 
 
 def new_id() -> str:

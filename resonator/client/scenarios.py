@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING
 
 from resonate.ids import ORIGIN_SEP
 
+from resonator.client.trees import ended, rows
 from resonator.harness.processes import TRACE, WAIT, Topology, started
-from resonator.terminal.tree import rows
-from resonator.terminal.watch import ended
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from resonator.client.trees import Node
     from resonator.harness.processes import Process as Child
     from resonator.harness.processes import Transcript
-    from resonator.terminal.tree import Node
 
 ARTICLE = "(1 + 2) * (3 - 4)"
 ANSWER = "-3"

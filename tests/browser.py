@@ -1,7 +1,7 @@
 """Chromium driven by Playwright: for ``tests/test_web.py``, and for the picture ``docs/web.png``.
 
-    uv run python -m resonator.web.screenshot                 # docs/web.png
-    uv run python -m resonator.web.screenshot out.png --width 1100
+    uv run python -m tests.browser                 # docs/web.png
+    uv run python -m tests.browser out.png --width 1100
 
 The browser is Debian's Chromium (``apt-get install chromium``), driven by
 Playwright from PyPI (in the dev dependency group); Playwright's own browser
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from playwright.sync_api import sync_playwright
 
+from resonator.client.scenarios import ARTICLE
 from resonator.harness.processes import WAIT, Process, python
-from resonator.terminal.scenarios import ARTICLE
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright
@@ -83,7 +83,7 @@ def midway(page: Page) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(
-        prog="python -m resonator.web.screenshot",
+        prog="python -m tests.browser",
         description="A picture of resonator-web in the middle of a crash.",
     )
     cli.add_argument("path", nargs="?", type=Path, default=Path("docs/web.png"))

@@ -1,7 +1,7 @@
 """Faults on purpose: Resonator on hosts of its own, killed and cut off at random, then checked.
 
-    uv run python bench/chaos.py --server stand-in --minutes 6
-    uv run python bench/chaos.py --server postgres --minutes 1 --out chaos.json
+    uv run python tests/chaos.py --server stand-in --minutes 6
+    uv run python tests/chaos.py --server postgres --minutes 1 --out chaos.json
 
 It needs root: each process runs on a host of its own, a network namespace
 on one switch (``tests/hosts.py``). The server has a host (the stand-in with
