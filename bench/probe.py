@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from resonate.transport import Transport
 
-    from resonator.connections.database import KeepSweeping
+    from resonator.connections.database import Database
 
 PROBE = "RESONATOR_PROBE"  # the file a probed process writes its events to
 VARIANT = "RESONATOR_VARIANT"  # what a probed process takes back (see variant())
@@ -63,9 +63,9 @@ class Probe:
     def patch(cls) -> None:
         from resonate.transport import Transport
 
-        from resonator.connections.database import KeepSweeping
+        from resonator.connections.database import Database
 
-        send, recv, init = Transport.send, Transport.recv, KeepSweeping.__init__
+        send, recv, init = Transport.send, Transport.recv, Database.__init__
 
         async def timed_send(
             self: Transport, kind: str, corr_id: str, body: str, headers: Any = None
@@ -87,13 +87,13 @@ class Probe:
 
             recv(self, on_message)
 
-        def timed_init(self: KeepSweeping, *args: Any, **kwargs: Any) -> None:
+        def timed_init(self: Database, *args: Any, **kwargs: Any) -> None:
             init(self, *args, **kwargs)
             self._sessions = TimedSessions(self._sessions)
 
         Transport.send = timed_send  # type: ignore[method-assign]
         Transport.recv = timed_recv  # type: ignore[method-assign]
-        KeepSweeping.__init__ = timed_init  # type: ignore[method-assign]
+        Database.__init__ = timed_init  # type: ignore[method-assign]
 
 
 def subjects(body: str) -> dict[str, Any]:
@@ -180,11 +180,11 @@ def variant(spec: str) -> None:
     from resonator.connections import database
 
     ORIGINAL.setdefault("OneTrip", database.OneTrip)
-    ORIGINAL.setdefault("take", database.KeepSweeping.take)
+    ORIGINAL.setdefault("take", database.Database.take)
     ORIGINAL.setdefault("heartbeat", connections.HeartbeatPerOrigin)  # type: ignore[attr-defined]
     database.OneTrip = ORIGINAL["OneTrip"]  # type: ignore[misc]
-    database.KeepSweeping.take = ORIGINAL["take"]  # type: ignore[method-assign]
-    database.KeepSweeping.preloading = True
+    database.Database.take = ORIGINAL["take"]  # type: ignore[method-assign]
+    database.Database.preloading = True
     connections.HeartbeatPerOrigin = ORIGINAL["heartbeat"]  # type: ignore[attr-defined]
     names = set(spec.split("+"))
     if "sdk-heartbeat" in names:
@@ -199,7 +199,7 @@ def variant(spec: str) -> None:
         database.OneTrip = PsycopgSessions  # type: ignore[misc,assignment]
     if "no-drain" in names:
 
-        async def take(self: KeepSweeping) -> None:
+        async def take(self: Database) -> None:
             messages: list[str] = []
             async with self._sessions.session() as connection:
                 messages += await self._dequeue_executes(connection, self._anycast)
@@ -208,9 +208,9 @@ def variant(spec: str) -> None:
             for message in messages:
                 self._deliver(message)
 
-        database.KeepSweeping.take = take  # type: ignore[method-assign]
+        database.Database.take = take  # type: ignore[method-assign]
     if "no-preload" in names:
-        database.KeepSweeping.preloading = False
+        database.Database.preloading = False
     for name in names:
         if name.startswith("prepare-"):
             threshold = None if name == "prepare-never" else int(name.removeprefix("prepare-"))

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from resonator.connections.database import KeepSweeping, OneTrip
+from resonator.connections.database import OneTrip
 from resonator.connections.link import Link
+from resonator.connections.timers import KeepSweeping
 from resonator.harness.processes import Topology
 from resonator.servers.postgres import TIMED
 from tests.helpers import ARTICLE, available

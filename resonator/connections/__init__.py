@@ -86,7 +86,7 @@ class Connection:
             self.network, self.sources = local, [local]
         elif url.startswith(("postgresql://", "postgres://")):
             # psycopg takes a while to import: only a process on Postgres pays for it.
-            from resonator.connections.database import KeepSweeping
+            from resonator.connections.timers import KeepSweeping
 
             assert self.link is not None
             database = KeepSweeping(url, group, pid, self.link)

@@ -112,25 +112,15 @@ class OneTrip:
         await self.pool.close()
 
 
-class KeepSweeping(PostgresConnection):
-    """resonate-pg's connection, telling a ``Link`` how it fares, with timers that keep firing.
+class Database(PostgresConnection):
+    """resonate-pg's connection, telling a ``Link`` how it fares, in fewer round trips.
 
-    And with fewer round trips: its sessions are ``OneTrip``'s, its requests
-    carry preloads (``PRELOADING``), and its drain is one statement
-    (``DRAIN``); docs/benchmark.md has what each bought.
-
-    Works around a defect of resonate-pg 0.8.0 (``PostgresConnection._fire_timers``
-    in ``resonate_pg/connection.py``): it runs ``resonate.process_timeouts()``
-    before every drain, and turns itself off for good after its first error of
-    any kind, a database restart included. From then on no lease lapses, and
-    the work of a worker that died is never handed to another. Here the sweep
-    runs at most every ``SWEEP_SECONDS`` (on a database without the index that
-    resonator-postgres makes, it reads every promise), and only a refusal for
-    want of privilege stops it (pg_cron is then the timer driver). Delete
-    ``_fire_timers`` below once the connector keeps its timers going.
+    Its sessions are ``OneTrip``'s, its requests carry preloads
+    (``PRELOADING``), and its drain is one statement (``DRAIN``):
+    docs/benchmark.md has what each bought. None of them fixes a defect; they
+    make a step cheaper. (resonate-pg's timers need a fix: ``timers.py``.)
     """
 
-    SWEEP_SECONDS = 1.0
     preloading = True  # until the database says this role may not read the promises
 
     def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
@@ -139,7 +129,6 @@ class KeepSweeping(PostgresConnection):
         # is also how soon an outage of the database is noticed.
         super().__init__(sessions=OneTrip(url), pid=pid, group=group, tick=1.0)
         self.link = link
-        self.next_sweep = 0.0
 
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
         """A request, in one statement: ``PRELOADING``, or the connector's own where it may not."""
@@ -217,17 +206,3 @@ class KeepSweeping(PostgresConnection):
             why = (said.partition("FATAL:")[2] or said.partition("fe_sendauth:")[2]).strip()
             self.link.lost(Refused(why) if why else ConnectionError(error))
             raise
-
-    async def _fire_timers(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if not self._drive_timers or now < self.next_sweep:
-            return
-        self.next_sweep = now + self.SWEEP_SECONDS
-        try:
-            async with self._sessions.session() as connection:
-                await connection.execute("SELECT resonate.process_timeouts()")
-        except psycopg.errors.InsufficientPrivilege:
-            log.warning("this role may not call resonate.process_timeouts(): timers are pg_cron's")
-            self._drive_timers = False
-        except Exception as error:  # the drain that follows reports the database's state
-            log.debug("timer sweep failed: %r", error)
