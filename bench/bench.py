@@ -43,6 +43,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from resonate.resonate import DEFAULT_TTL
 
-from resonator.client.trees import Node, Reader
+from resonator.client.trees import Node, Reader, rows
 from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
@@ -69,6 +70,9 @@ SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"
 DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
 JOBS = (1, 16)  # --jobs of the batch throughput
 IN_FLIGHT = 16  # the throughput compared across modes
+# The pool: a balanced tree of operators that each take OP_DELAY seconds,
+# computed by 1, 2, 4, then 8 ops workers of one slot each.
+POOL_DEPTH, OP_DELAY, POOL = 6, 0.1, (1, 2, 4, 8)
 
 
 def balanced(depth: int) -> Expr:
@@ -101,7 +105,7 @@ def size(expr: Expr) -> tuple[int, int]:
 
 
 def count(node: Node | None) -> int:
-    return 0 if node is None else 1 + sum(count(child) for child in node.children)
+    return 0 if node is None else len(rows(node))
 
 
 def ms(samples: list[float], p: int) -> float:
@@ -375,6 +379,49 @@ NAMES = {
     "resonate": "resonate",
     "postgres": "Postgres",
 }
+
+
+async def pool(mode: str, depth: int, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Wall seconds of one balanced tree with each number of ops workers, and who ran what.
+
+    The workers join one by one to the same server (each measure a fresh
+    computation), so a smaller pool's figures are taken first. The ideal is
+    the work shared evenly, but never under the critical path: ``depth``
+    operators one after another.
+    """
+    expr, operators = balanced(depth), 2**depth - 1
+    rows: list[dict[str, Any]] = []
+    with Topology(SERVERS[mode]) as topology:
+        topology.server()
+        for pid in ("lhs", "rhs"):
+            topology.worker("exp", pid)
+        async with Driver(mode, topology.url) as driver:
+            names: list[str] = []
+            for size in sizes:
+                while len(names) < size:
+                    names.append(f"ops{len(names) + 1}")
+                    topology.worker(
+                        "ops", names[-1], RESONATOR_SLOTS="1", RESONATOR_OP_DELAY=str(OP_DELAY)
+                    )
+                await driver.timed(ONE)  # each new worker's connection, once
+                id, wall = await driver.timed(expr)
+                ran = Counter(
+                    t["who"] for t in topology.traces(*names) if t["id"].startswith(f"{id}:")
+                )
+                ideal = OP_DELAY * max(depth, operators / size)
+                rows.append(
+                    {
+                        "workers": size,
+                        "wall_s": wall,
+                        "ideal_s": ideal,
+                        "operators_per_worker": [ran[f"ops/{name}"] for name in names],
+                    }
+                )
+                print(f"  {mode}, {size} ops workers: {wall:.2f} s", file=sys.stderr)
+    one = rows[0]["wall_s"]
+    for row in rows:
+        row["speedup"] = one / row["wall_s"]
+    return rows
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -144,7 +144,7 @@ def test_an_input_too_long_to_read_says_the_limit_and_shows_no_caret() -> None:
     done = resonator("--local", "1 + " * 1250)
     assert done.returncode == 1
     assert done.stderr.splitlines()[1:] == [
-        "syntax error: expression too long: 5000 characters (the limit is 4000)"
+        "expression too long: 5000 characters (the limit is 4000)"
     ]
 
 

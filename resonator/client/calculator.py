@@ -20,7 +20,7 @@ import msgspec
 from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
 
-from resonator.client.text import syntax_error
+from resonator.client.text import not_computed
 from resonator.client.trees import Reader
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
@@ -95,7 +95,7 @@ class Calculator:
         try:
             return await self.value(await self.started(text, id, id_given), id)
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             log.debug("invocation %s failed", id, exc_info=True)
             raise Failed(f"error: {error}") from None
@@ -170,7 +170,7 @@ class Calculator:
         try:
             await (await self.started(text, id, id_given)).id()
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             raise Failed(f"error: {error}") from None
 
