@@ -168,8 +168,8 @@ class _Parser:
                 self.operator(token, column)
         if self.expecting_operand:
             raise ParseError("expected a number or '(' at the end", len(self.text))
-        if (column := self.groups[-1].column) is not None:
-            raise ParseError("'(' is never closed", column)
+        if (unclosed := self.groups[-1].column) is not None:
+            raise ParseError("'(' is never closed", unclosed)
         return self.groups[0].close()
 
     def operand(self, token: str, column: int) -> None:

@@ -124,7 +124,7 @@ def connect(
     here for one. Call ``start()`` on it inside a
     running event loop; the connection tells how the server fares.
     """
-    connection = Connection(url, group, pid, ttl, keep)  # each part works around a defect
+    connection = Connection(url, group, pid, ttl, keep=keep, slots=slots)  # works around defects
     resonate = Resonate(
         network=connection.network,  # where requests go: the server at url
         sources=connection.sources,  # where work and results come from

@@ -89,7 +89,9 @@ def test_length_limit() -> None:
     assert parse("1" * MAX_LENGTH) == int("1" * MAX_LENGTH)
     with pytest.raises(TooLarge) as caught:
         parse("1" * (MAX_LENGTH + 1))
-    assert caught.value.message == f"expression too long: 4001 characters (the limit is {MAX_LENGTH})"
+    assert (
+        caught.value.message == f"expression too long: 4001 characters (the limit is {MAX_LENGTH})"
+    )
     assert caught.value.column is None
 
 
@@ -113,7 +115,7 @@ def zigzag(levels: int) -> str:
     """A tree ``levels`` deep whose path turns right and left by turns."""
     text = "1"
     for level in range(levels):
-        text = f"{text}+1" if level % 2 else f"1-({text})"
+        text = f"1-({text})" if level % 2 else f"{text}+1"
     return text
 
 
@@ -149,9 +151,8 @@ def test_no_limit_on_operators_or_parentheses_of_their_own() -> None:
 def test_the_deepest_and_longest_trees_parse_and_render_without_recursion() -> None:
     # Python's recursion limit (1,000 calls) is below these trees' depth.
     for text in (chain(MAX_NESTING), zigzag(MAX_NESTING)):
-        tree = parse(text)
-        assert parse(render(tree)) == tree
-        assert oracle(render(tree)) == oracle(text)
+        assert render(parse(text)).replace(" ", "") == text
+    assert oracle(render(parse(chain(MAX_NESTING)))) == MAX_NESTING + 1
     assert parse("-" * (MAX_LENGTH - 1) + "1") == -1
     for text in ["(" * MAX_LENGTH, "-(" * (MAX_LENGTH // 2)]:
         with pytest.raises(ParseError, match="at the end"):
