@@ -12,7 +12,7 @@ from resonate.error import ApplicationError
 from resonate.resonate import Resonate
 
 from resonator.parser import MAX_LENGTH, Expr, parse, render
-from tests.helpers import embedded, oracle, trees
+from tests.helpers import embedded, expressions, oracle
 
 # The fast tier (`uv run pytest -m fast`): the lesson's logic, in-process.
 pytestmark = pytest.mark.fast
@@ -96,9 +96,9 @@ def test_the_same_id_returns_the_stored_result_without_running_again(
 
 
 @settings(max_examples=40, deadline=None)
-@given(trees)
-def test_random_trees_agree_with_the_oracle(tree: Expr) -> None:
-    text = render(tree)
+@given(expressions)
+def test_random_expressions_agree_with_the_oracle(expr: Expr) -> None:
+    text = render(expr)
     assert asyncio.run(evaluate(text)) == [oracle(text)]
 
 

@@ -11,7 +11,7 @@ promise, timed out from the start, that nothing will ever run.
 
 ``Link`` (``link.py``) asks, the first time the server answers, and counts a
 refusal as the server turning the process away. Delete this module, and the
-probe in ``link.py``, once no server in use refuses these ids.
+check in ``link.py``, once no server in use refuses these ids.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from resonate.types import PromiseCreateReq
 if TYPE_CHECKING:
     from resonate.send import Sender
 
-PROBE = "resonator-probe"  # the root of the child promise the check creates
+CHECK_ROOT = "resonator-probe"  # the root of the child promise the check creates
 WORKING = (
     "resonator-devserver, Resonate on Postgres (resonator-postgres), "
     "or a resonate server with the 0.10 id rule"
 )
 
 
-async def refusal(sender: Sender, url: str) -> str | None:
+async def refused_ids(sender: Sender, url: str) -> str | None:
     """What to say if the server at ``url`` refuses the ids of this SDK; None if it takes them."""
-    tags = {"resonate:origin": PROBE}
+    tags = {"resonate:origin": CHECK_ROOT}
     try:
-        await sender.promise_create(PromiseCreateReq(id=join_id(PROBE, "1"), tags=tags))
+        await sender.promise_create(PromiseCreateReq(id=join_id(CHECK_ROOT, "1"), tags=tags))
     except ServerError as error:
         if error.code != 400:
             raise

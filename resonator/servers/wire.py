@@ -67,7 +67,7 @@ def answer(state: IndexedServerState, flat: Any, response: dict[str, Any]) -> di
     status = 200 if response["status"] == 201 else response["status"]
     head = {"corrId": response["corrId"], "status": status, "version": PROTOCOL_VERSION}
     if status >= 400:
-        return {"kind": response["kind"], "head": head, "data": said(response, status)}
+        return {"kind": response["kind"], "head": head, "data": error_message(response, status)}
     data = {k: v for k, v in response.items() if k not in ("kind", "corrId", "status")}
     if data.get("promise") is not None:
         data["promise"] = promise_record(data["promise"])
@@ -82,7 +82,7 @@ def answer(state: IndexedServerState, flat: Any, response: dict[str, Any]) -> di
     return {"kind": response["kind"], "head": head, "data": data}
 
 
-def said(response: dict[str, Any], status: int) -> str:
+def error_message(response: dict[str, Any], status: int) -> str:
     error = response.get("error")
     return error if isinstance(error, str) else UNSAID.get(status, "")
 
@@ -112,5 +112,5 @@ def promise_record(record: dict[str, Any]) -> dict[str, Any]:
 def task_record(state: IndexedServerState, record: dict[str, Any]) -> dict[str, Any]:
     id = record["id"]
     resumes = len(task.resumes) if (task := state.tasks.get(id)) else 0
-    said = {k: v for k, v in record.items() if k != "promiseId"}
-    return said | {"version": state.claims.get(id, 0), "resumes": resumes}
+    kept = {k: v for k, v in record.items() if k != "promiseId"}
+    return kept | {"version": state.claims.get(id, 0), "resumes": resumes}
