@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     # Known to the type checker only. Left unresolved at run time, the SDK
     # hands "=" its argument as decoded from JSON (lists where the expression
     # had tuples, which the sequence patterns below match) instead of asking
-    # msgspec to convert a recursive type, which it cannot.
+    # msgspec to convert a recursive type, which it cannot (resonate-sdk
+    # 0.8.1; tests/test_upstream.py shows it).
     from resonator.parser import Expr
 
 LHS = "poll://uni@exp/lhs"  # unicast: the one process with pid lhs in group exp

@@ -23,7 +23,7 @@ import aiohttp.client
 import psycopg
 import pytest
 from resonate.connections import HttpConnection, LocalConnection, SSEConnection
-from resonate.connections.local import ServerState
+from resonate.connections.local import ServerState, unwrap_request_envelope
 from resonate.error import ApplicationError
 from resonate.heartbeat import AsyncHeartbeat
 from resonate.resonate import Resonate
@@ -326,6 +326,52 @@ def test_the_sdks_model_answers_a_create_as_the_real_server_does() -> None:
     """
     answer = create(ServerState(), "p", "p")
     assert (answer["status"], answer["promise"]["param"]) == (200, {})
+
+
+def acquired(state: ServerState, id: str) -> None:
+    """A task of promise ``id`` created and held by ``p``, in the model."""
+    action = envelope("promise.create", id=id, timeoutAt=now_ms() + 60_000, tags=tags(id))
+    request = unwrap_request_envelope(envelope("task.create", pid="p", ttl=60_000, action=action))
+    assert state.apply(now_ms(), request)["status"] < 300
+
+
+def tags(id: str) -> dict[str, str]:
+    return {"resonate:target": "poll://any@upstream", "resonate:origin": id}
+
+
+@pytest.mark.xfail(
+    strict=True, reason="resonate-sdk 0.8.1: its model takes a release at any version"
+)
+def test_the_sdks_model_refuses_a_release_at_a_version_not_the_tasks() -> None:
+    """``IndexedServerState.stale`` (servers/model.py) works around this.
+
+    A run that lost its lease released the task from under the run that had
+    taken it since; that run's next step then failed and released it in
+    turn, and the two went round for as long as both lived. The real server
+    and resonate.sql refuse it (409).
+    """
+    state = ServerState()
+    acquired(state, "t")
+    request = unwrap_request_envelope(envelope("task.release", id="t", version=7))
+    assert state.apply(now_ms(), request)["status"] == 409
+
+
+@pytest.mark.xfail(
+    strict=True, reason="resonate-sdk 0.8.1: its model renews tasks of two origins at once"
+)
+def test_the_sdks_model_refuses_a_heartbeat_across_origins() -> None:
+    """``IndexedServerState.apply`` (servers/model.py) works around this.
+
+    The protocol, and the real server, refuse a heartbeat whose tasks belong
+    to more than one computation (400). The model renews them: what works on
+    it, the SDK's own heartbeat among it, fails on the real server.
+    """
+    state = ServerState()
+    acquired(state, "a")
+    acquired(state, "b")
+    refs = [{"id": "a", "version": 0}, {"id": "b", "version": 0}]
+    request = unwrap_request_envelope(envelope("task.heartbeat", pid="p", tasks=refs))
+    assert state.apply(now_ms(), request)["status"] == 400
 
 
 # ── resonate-pg 0.8.0 ───────────────────────────────────────────────────────

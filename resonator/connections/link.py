@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator")
 
-# The SDK reconnects by itself; a short ladder makes a restarted server
-# noticed within seconds instead of a minute.
+# The SDK reconnects by itself, but resonate-sdk 0.8.1's ladder doubles from
+# one second up to a minute, so a server back after an outage was heard from
+# up to a minute later. Ours notices it within two seconds. Delete it (and the
+# backoff= it is given) once tests/test_upstream.py::
+# test_the_sdks_reconnection_notices_a_server_back_within_seconds passes.
 BACKOFF = ExponentialBackoff(initial=0.25, max_delay=2.0)
 # For this long after it starts, a worker whose server does not answer yet
 # waits for it: the server may be starting too, as under honcho.
