@@ -445,6 +445,7 @@ async def pool(
                     )
                 await driver.timed(ONE)  # each new worker's connection, once
                 cpu = server_cpu(topology)
+                asked = health(topology.url)["requests"] if mode == "standin" else None
                 id, wall = await driver.timed(expr)
                 ran = Counter(
                     t["who"] for t in topology.traces(*names) if t["id"].startswith(f"{id}:")
@@ -458,6 +459,8 @@ async def pool(
                         "server_cpu_s": server_cpu(topology) - cpu,
                     }
                 )
+                if asked is not None:  # the stand-in counts the requests it answers
+                    rows[-1]["requests"] = health(topology.url)["requests"] - asked
                 print(f"  {mode}, {size} ops workers: {wall:.2f} s", file=sys.stderr)
     for row in rows:
         row["speedup"] = rows[0]["wall_s"] / row["wall_s"]
@@ -486,7 +489,13 @@ def ceiling(run: dict[str, Any], operators: int) -> dict[str, Any]:
     """
     per_operator = run["server_cpu_s"] / operators
     carried = 1 / per_operator if per_operator else None
-    return {
+    counted = {}
+    if "requests" in run:
+        counted = {
+            "requests_per_operator": run["requests"] / operators,
+            "server_cpu_us_per_request": run["server_cpu_s"] / run["requests"] * 1e6,
+        }
+    return counted | {
         "workers": run["workers"],
         "wall_s": run["wall_s"],
         "operators_per_s": operators / run["wall_s"],
@@ -589,7 +598,14 @@ def pool_lines(pools: dict[str, Any]) -> list[str]:
                 f"Ceiling, {NAMES[mode]}: with operators of 0 ms ({c['workers']} workers), "
                 f"{c['operators_per_s']:.0f} operators/s, the server busy "
                 f"{c['server_busy']:.0%} of a core at {c['server_cpu_ms_per_operator']:.2f} ms "
-                f"of CPU per operator: one core carries {c['operators_per_s_per_core']:.0f} "
+                "of CPU per operator"
+                + (
+                    f" ({c['requests_per_operator']:.1f} requests of "
+                    f"{c['server_cpu_us_per_request']:.0f} µs)"
+                    if "requests_per_operator" in c
+                    else ""
+                )
+                + f": one core carries {c['operators_per_s_per_core']:.0f} "
                 f"operators/s, which {c['workers_of_100ms_to_saturate']:.0f} workers of "
                 "100 ms operators keep busy.",
             ]

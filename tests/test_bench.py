@@ -55,6 +55,7 @@ def test_a_tiny_run_reports_every_figure(
             assert row["wall_s"] > 0 and row["server_cpu_s"] > 0
         assert run["rows"][0]["speedup"] == 1
         assert run["ceiling"]["operators_per_s"] > 0
+    assert report["pool"]["standin"]["ceiling"]["requests_per_operator"] > 3
     # Progress on stderr, the table on stdout, and nothing of the clients' own between.
     printed = capsys.readouterr()
     assert "connected to" not in printed.err + printed.out
