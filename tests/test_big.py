@@ -77,7 +77,9 @@ def test_the_big_trees_on_each_server(server: str) -> None:
             said = [line for line in process.lines if not TRACE.match(line)]
             assert not [line for line in said if "rror" in line or "Traceback" in line], said
         refused = topology.calculate(DEEPER)
+    # As a syntax error is refused: status 1, one line, no traceback.
     assert (refused.returncode, refused.stdout) == (1, "")
+    assert "Traceback" not in refused.stderr and "syntax error" not in refused.stderr
     assert refused.stderr.splitlines()[-1] == (
         f"nested {MAX_NESTING + 1} deep (the limit is {MAX_NESTING}: each level is a promise's "
         "argument inside its parent's, and the SDK's JSON stops at about 1,500 levels)"
