@@ -352,14 +352,16 @@ class Load:
 
     def count(self, flat: Any, status: int) -> None:
         """What an answered request changed: a task taken, or let go."""
-        kind, task = flat.get("kind"), flat.get("id")
-        if not isinstance(task, str) or status not in (200, 201):
-            return  # refused: nothing changed hands
-        if kind == "task.acquire":
+        if not isinstance(flat, dict) or status not in (200, 201):
+            return  # refused (or a redirect): nothing changed hands
+        kind, task, pid = flat.get("kind"), flat.get("id"), flat.get("pid")
+        if not isinstance(task, str):
+            return
+        if kind == "task.acquire" and isinstance(pid, str):
             self.withdraw(task)
             self.let_go(task)
-            self.holders[task] = flat["pid"]
-            self.held[flat["pid"]] += 1
+            self.holders[task] = pid
+            self.held[pid] += 1
         elif kind in ("task.fulfill", "task.suspend", "task.release"):
             self.let_go(task)
 
