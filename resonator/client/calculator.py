@@ -21,7 +21,7 @@ import msgspec
 from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
 
-from resonator.client.text import syntax_error
+from resonator.client.text import not_computed
 from resonator.client.trees import Reader, changes, tally
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
@@ -98,7 +98,7 @@ class Calculator:
         try:
             return await self.value(await self.started(text, id, id_given), id)
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             log.debug("invocation %s failed", id, exc_info=True)
             raise Failed(f"error: {error}") from None
@@ -173,7 +173,7 @@ class Calculator:
         try:
             await (await self.started(text, id, id_given)).id()
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             raise Failed(f"error: {error}") from None
 
