@@ -138,7 +138,8 @@ def connect(
         # The functions are deterministic: one that raised would raise again.
         # The SDK's default retries a function that raised before its first
         # durable call, for ever and without a word, pausing twice as long each
-        # time; with Never the promise is rejected at once and the caller is told.
+        # time (resonate-sdk 0.8.1; tests/test_upstream.py shows it); with
+        # Never the promise is rejected at once and the caller is told.
         retry_policy=Never(),
         autostart=False,
     )

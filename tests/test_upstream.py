@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -284,6 +285,117 @@ def test_the_sdk_calls_a_function_whose_argument_has_a_recursive_type() -> None:
             await shut_down(resonate)
 
     assert asyncio.run(scenario()), "no value after 5 s"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: a function that raises is retried for ever, in silence",
+)
+def test_the_sdk_tells_the_caller_when_a_function_raises() -> None:
+    """``retry_policy=Never()`` (resonator.py) works around this.
+
+    With the default policy, a function that raises before its first durable
+    call is run again after 1, 2, 4... seconds, 30 times, and nothing is said:
+    a computation whose function cannot succeed hangs without a word.
+    """
+
+    async def broken(ctx: Context, x: int) -> int:
+        raise ValueError(x)
+
+    async def scenario() -> bool:
+        resonate = Resonate(network=LocalConnection(), autostart=False)
+        resonate.register(broken, name="broken")
+        resonate.start()
+        try:
+            result = asyncio.ensure_future(resonate.run("broken", "broken", 1).result())
+            done, _ = await asyncio.wait({result}, timeout=5)
+            return bool(done) and isinstance(result.exception(), Exception)
+        finally:
+            await shut_down(resonate)
+
+    assert asyncio.run(scenario()), "no rejection after 5 s"
+
+
+class Counting(HttpConnection):
+    """The SDK's HTTP connection, counting the ``task.acquire`` requests it sends, by task."""
+
+    acquires: Counter[str]
+
+    async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        request = json.loads(req)
+        if request.get("kind") == "task.acquire":
+            self.acquires[request["data"]["id"]] += 1
+        return await super().send(req, headers)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: every copy of an execute waits for a slot, and asks for the task",
+)
+def test_the_sdk_asks_once_for_a_task_sent_again_while_its_slots_are_busy() -> None:
+    """``Slots`` (connections/slots.py) works around this.
+
+    A process whose slots are all busy keeps each ``execute`` that comes, to
+    ask for its task once a slot frees. The server, seeing the task still
+    pending, sends it again after its retry timeout (a second on the stand-in
+    here), and each copy waits too: when the slot frees, each asks for the
+    task in turn, and all but the first are refused. On a big tree the line of
+    copies grew faster than it emptied.
+    """
+    began, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: Context) -> int:
+        began.set()
+        await release.wait()
+        return 0
+
+    async def quick(ctx: Context) -> int:
+        return 1
+
+    with Topology(available("stand-in")) as topology:
+        topology.server()
+
+        async def scenario() -> int:
+            network = Counting(topology.url)
+            network.acquires = Counter()
+            worker = Resonate(
+                network=network,
+                sources=[SSEConnection(topology.url, group="upstream", pid="p")],
+                group="upstream",
+                pid="p",
+                max_concurrent_tasks=1,
+                autostart=False,
+            )
+            worker.register(slow, name="slow")
+            worker.register(quick, name="quick")
+            caller = Resonate(
+                network=HttpConnection(topology.url),
+                sources=[SSEConnection(topology.url, group="caller", pid="c")],
+                group="caller",
+                pid="c",
+                autostart=False,
+            )
+            worker.start()
+            caller.start()
+            try:
+                there = caller.options(target="poll://uni@upstream/p")
+                busy = there.rpc(f"slow-{uuid.uuid4().hex[:6]}", "slow")
+                await asyncio.wait_for(began.wait(), WAIT)  # it has the only slot
+                second = f"quick-{uuid.uuid4().hex[:6]}"
+                waiting = there.rpc(second, "quick")
+                await asyncio.sleep(3.5)  # three retry timeouts: three more copies of it
+                release.set()
+                await asyncio.wait_for(busy.result(), WAIT)
+                await asyncio.wait_for(waiting.result(), WAIT)
+                await asyncio.sleep(0.5)  # the copies' own asks, refused or not
+                return network.acquires[second]
+            finally:
+                await shut_down(caller)
+                await shut_down(worker)
+
+        assert asyncio.run(scenario()) == 1
 
 
 # ── The SDK's model of the server (resonate-sdk 0.8.1) ──────────────────────
