@@ -97,6 +97,42 @@ TIMED = (
     "WHERE resonate._promise_timed(promises)"
 )
 
+# Settings of resonate.sql's objects, applied at every start like ``TIMED``;
+# each keeps the cost of a step from growing with the history kept, and none
+# changes what a function does.
+TUNING = (
+    # Every request is one call of resonate_rpc, whose statements each touch a
+    # handful of rows by key; a session plans each statement once and keeps the
+    # plan until the table's statistics change. Planned while a table is small,
+    # a statement hashes or scans it whole, and keeps doing so as it grows:
+    # task_suspend counts the awaited promises by joining
+    # jsonb_array_elements(p_actions) (taken for 100 elements; it has two) to
+    # promises with a hash join over all of them, 10 buffers a call on a fresh
+    # database and 500 after 5,000 evaluations; the lookups of callbacks,
+    # listeners and task_resumes by key read every page of those tables, dead
+    # rows included, 2 buffers a call once vacuumed and 30 after a burst.
+    # Without sequential scans, hash and merge joins, every plan left is the
+    # index's, a few buffers at every size. As settings of the function, they
+    # hold in every session, for the requests alone (task_heartbeat and every
+    # function a request calls inherit them) and the drains: the outbox, read
+    # whole, took 8 buffers a drain once vacuumed and 100 after a burst.
+    *(
+        f"ALTER FUNCTION resonate.{function} "
+        "SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off"
+        for function in (
+            "resonate_rpc(jsonb)",
+            "dequeue_execute(text, integer)",
+            "dequeue_unblock(text, integer)",
+        )
+    ),
+    # Every settlement runs ``DELETE FROM outbox WHERE task_id = ...``
+    # (_cascade_settle), and no index of resonate.sql has task_id: each read
+    # the whole outbox, dead rows too, 3 buffers a call when it was vacuumed
+    # and 50 after a burst. This index makes it a lookup.
+    "CREATE INDEX IF NOT EXISTS resonator_outbox_task_id ON resonate.outbox (task_id) "
+    "WHERE task_id IS NOT NULL",
+)
+
 
 class CannotStart(Exception):
     """Why the database cannot be started, in one line."""
@@ -287,7 +323,7 @@ def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str
 
 
 def install(conninfo: str, text: str) -> None:
-    """Create the database and apply the schema ``text`` the first time; make ``TIMED``."""
+    """Create the database, apply the schema ``text`` the first time; ``TIMED`` and ``TUNING``."""
     with psycopg.connect(conninfo, dbname="postgres", autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
             admin.execute(f"CREATE DATABASE {DATABASE}")
@@ -299,7 +335,8 @@ def install(conninfo: str, text: str) -> None:
             database.add_notice_handler(lambda notice: None)
             database.execute(text.encode())
             log.info("applied resonate.sql")
-        database.execute(TIMED)
+        for statement in (TIMED, *TUNING):
+            database.execute(statement)
 
 
 def set_password(admin: str, secret: str) -> None:
