@@ -45,7 +45,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 from resonate.resonate import DEFAULT_TTL
@@ -69,6 +69,7 @@ SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"
 DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
 JOBS = (1, 16)  # --jobs of the batch throughput
 IN_FLIGHT = 16  # the throughput compared across modes
+WARM = 2 * IN_FLIGHT  # evaluations, IN_FLIGHT at a time, before each measurement
 
 
 def balanced(depth: int) -> Expr:
@@ -130,41 +131,50 @@ def health(url: str) -> dict[str, Any]:
         return answer
 
 
+def value(expr: Expr) -> int:
+    """What ``expr`` comes to, by Python's own arithmetic: the oracle of every answer."""
+    match expr:
+        case (op, lhs, rhs):
+            x, y = value(lhs), value(rhs)
+            return x + y if op == "+" else x - y if op == "-" else x * y
+        case _:
+            return expr
+
+
 class Driver:
-    """A prompt's Resonate client in one mode, computing under fresh ids."""
+    """Evaluations under fresh ids, in one mode: timed, and each answer checked.
 
-    def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
-        self.mode, self.url, self.n = mode, url, 0
-        tracer = Tracer(mode)
-        self.resonate, self.connection = connect(
-            url, "prompt", f"bench-{mode}", DEFAULT_TTL, tracer, keep=keep
-        )
+    A mode says how to ``compute``; Resonator's modes (``Resonating``) and
+    the peers (``bench/peers/``) are all driven by this code.
+    """
 
-    async def __aenter__(self) -> Driver:
-        self.resonate.start()
-        if self.connection.link:
-            await self.connection.link.up.wait()
+    def __init__(self, mode: str) -> None:
+        self.mode, self.n = mode, 0
+
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.resonate.stop()
+        return None
+
+    async def compute(self, id: str, expr: Expr) -> object:
+        """The answer to ``expr``, computed under ``id``."""
+        raise NotImplementedError
 
     async def timed(self, expr: Expr) -> tuple[str, float]:
         self.n += 1
         id = f"bench-{self.mode}-{self.n}"
         start = time.perf_counter()
-        await self.resonate.options(target=EXP).run(id, "=", expr).result()
-        return id, time.perf_counter() - start
+        answer = await self.compute(id, expr)
+        elapsed = time.perf_counter() - start
+        if answer != value(expr):
+            raise AssertionError(f"{self.mode} answered {answer!r} to {id}, not {value(expr)}")
+        return id, elapsed
 
     async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
         for _ in range(warmup):
             await self.timed(expr)
         return [(await self.timed(expr))[1] for _ in range(runs)]
-
-    async def promises(self, expr: Expr) -> int:
-        """Durable promises one evaluation creates, counted on the server."""
-        id, _ = await self.timed(expr)
-        return count(await Reader(self.connection).tree(id))
 
     async def rate(self, expr: Expr, in_flight: int, total: int) -> float:
         """Evaluations per second with ``in_flight`` of them under way at all times."""
@@ -182,8 +192,37 @@ class Driver:
 
     async def throughput(self) -> float:
         """Evaluations per second of balanced depth 2, ``IN_FLIGHT`` at a time, once warm."""
-        await self.rate(balanced(2), IN_FLIGHT, 2 * IN_FLIGHT)  # connections, caches
+        await self.rate(balanced(2), IN_FLIGHT, WARM)  # connections, caches
         return await self.rate(balanced(2), IN_FLIGHT, 4 * IN_FLIGHT)
+
+
+class Resonating(Driver):
+    """A prompt's Resonate client in one of Resonator's modes."""
+
+    def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
+        super().__init__(mode)
+        self.url = url
+        tracer = Tracer(mode)
+        self.resonate, self.connection = connect(
+            url, "prompt", f"bench-{mode}", DEFAULT_TTL, tracer, keep=keep
+        )
+
+    async def __aenter__(self) -> Self:
+        self.resonate.start()
+        if self.connection.link:
+            await self.connection.link.up.wait()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.resonate.stop()
+
+    async def compute(self, id: str, expr: Expr) -> object:
+        return await self.resonate.options(target=EXP).run(id, "=", expr).result()
+
+    async def promises(self, expr: Expr) -> int:
+        """Durable promises one evaluation creates, counted on the server."""
+        id, _ = await self.timed(expr)
+        return count(await Reader(self.connection).tree(id))
 
     def footprint(self, pid: int) -> tuple[int | None, int]:
         """Promises the server holds now (None: it does not say), and the KiB it takes.
@@ -222,7 +261,7 @@ async def latency(driver: Driver, workloads: dict[str, Expr], runs: int) -> dict
 
 
 async def history(
-    driver: Driver, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
+    driver: Resonating, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
 ) -> dict[str, Any]:
     """One-operator latency, promises held and memory after each number of earlier evaluations.
 
@@ -233,7 +272,12 @@ async def history(
     for checkpoint in checkpoints:
         rate = await driver.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
         done = checkpoint
-        samples = await driver.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
+        # Every point is measured as warm as the others: a fill at 16 in flight
+        # grows the processes' pools and the server's sessions, which the first
+        # point would otherwise be measured without. The warm-up is the same
+        # before every point, and counts in no point's history.
+        await driver.rate(ONE, 16, WARM)
+        samples = await driver.latencies(ONE, 3 * runs)  # single points: more samples
         done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
         held, kib = driver.footprint(pid)
@@ -250,7 +294,7 @@ async def history(
     }
 
 
-async def protocol(driver: Driver, pid: int, runs: int) -> dict[str, float]:
+async def protocol(driver: Resonating, pid: int, runs: int) -> dict[str, float]:
     """Requests one operator takes, and what each costs the stand-in in CPU."""
     url = driver.url
     assert url is not None
@@ -292,7 +336,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
-    async with Driver("embedded", None) as embedded:
+    async with Resonating("embedded", None) as embedded:
         for name, expr in shapes.items():
             operators, depth = size(expr)
             promises = await embedded.promises(expr)
@@ -305,7 +349,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for mode in list(report["modes"])[1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
-            async with Driver(mode, topology.url) as driver:
+            async with Resonating(mode, topology.url) as driver:
                 for name, figures in (await latency(driver, shapes, args.runs)).items():
                     rows[name] |= figures
                 report["modes"][mode]["throughput_16_per_s"] = await driver.throughput()
@@ -352,14 +396,14 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
     ``resonate dev`` has no such setting: it keeps every promise, in both tables.
     """
     runs = {}
-    embedded = Driver("embedded", None, keep)
+    embedded = Resonating("embedded", None, keep)
     async with embedded:
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     for mode in modes()[1:]:
         keeping = () if mode == "resonate" else ("--keep", str(keep or 10**9))
         with Topology(SERVERS[mode], server_args=keeping) as topology:
             topology.standard()
-            async with Driver(mode, topology.url) as remote:
+            async with Resonating(mode, topology.url) as remote:
                 pid = topology["server"].popen.pid
                 workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
                 runs[mode] = await history(remote, pid, args.history, args.runs, workers)
