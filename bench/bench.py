@@ -3,13 +3,16 @@
     uv run python bench/bench.py             # the full set: about forty minutes
     uv run python bench/bench.py --quick     # a reduced set: a few minutes
     uv run --group bench python bench/bench.py --publish   # and update docs/
+    uv run --group bench python bench/bench.py --peers     # and Restate's and DBOS's
 
 Modes: embedded (the SDK's in-process server); standin (the stand-in, with
 exp/lhs, exp/rhs and one ops worker, each a process, on a free loopback port);
 resonate (the real server, ``resonate dev``, and the same workers) when
 ``resonate`` is on PATH; and postgres (resonator-postgres and the same
 workers) when RESONATE_PG_SQL names resonate.sql. Each mode runs alone, and
-every mode is driven by the same client code. It measures:
+every mode is driven by the same client code. With --peers, the same
+calculator on Restate and on DBOS (``bench/peers/``) too, driven by the same
+code, each on its own. It measures:
 
 - latency of balanced expressions (depth 1 up) and a chain, per mode;
 - batch throughput: 200 expressions piped into ``resonator``, with --jobs 1
@@ -64,9 +67,17 @@ OPS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
 # Whether each step is on disk before it is acknowledged (docs/benchmark.md
-# says how that was established): only Postgres, which commits every request
-# with fsync and synchronous_commit on. ``resonate dev`` keeps it in memory.
-DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
+# says how that was established, with bench/fsyncs.py): of Resonator's modes
+# only Postgres, which commits every request with fsync and synchronous_commit
+# on (``resonate dev`` keeps it in memory); of the peers, both.
+DURABLE = {
+    "embedded": False,
+    "standin": False,
+    "resonate": False,
+    "postgres": True,
+    "restate": True,
+    "dbos": True,
+}
 JOBS = (1, 16)  # --jobs of the batch throughput
 IN_FLIGHT = 16  # the throughput compared across modes
 WARM = 2 * IN_FLIGHT  # evaluations, IN_FLIGHT at a time, before each measurement
@@ -332,7 +343,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"Python {platform.python_version()}",
         "runs_per_point": args.runs,
         "piped": args.piped,
-        "modes": {mode: {"durable_per_step": DURABLE[mode]} for mode in modes()},
+        "modes": {mode: {"durable_per_step": DURABLE[mode]} for mode in modes(args.peers)},
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
@@ -346,7 +357,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows[name] |= figures
         report["modes"]["embedded"]["throughput_16_per_s"] = await embedded.throughput()
     report["batch_jobs"] = {"embedded": {str(n): piped(args.piped, None, n) for n in JOBS}}
-    for mode in list(report["modes"])[1:]:
+    for mode in modes()[1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
             async with Resonating(mode, topology.url) as driver:
@@ -361,11 +372,30 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     server = topology["server"].popen.pid
                     report["protocol"] = await protocol(driver, server, args.runs)
             report["batch_jobs"][mode] = {str(n): piped(args.piped, topology.url, n) for n in JOBS}
-    for mode, figures in report["modes"].items():
-        figures["requests_per_operator"] = requests(mode, args.runs)
+    for peer in set(report["modes"]) - set(modes()):
+        await compare(peer, report, rows, shapes, args.runs)
+    for mode in modes():
+        report["modes"][mode]["requests_per_operator"] = requests(mode, args.runs)
     report["workloads"] = list(rows.values())
     report["batch_seconds"] = {str(n): piped(n, None) for n in args.batch}
     return report
+
+
+async def compare(
+    peer: str,
+    report: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    shapes: dict[str, Expr],
+    runs: int,
+) -> None:
+    """A peer's latencies (into ``rows``) and throughput (into ``report``), on its own."""
+    from bench.peers import running
+
+    with running(peer) as (computing, _):
+        async with computing as driver:
+            for name, figures in (await latency(driver, shapes, runs)).items():
+                rows[name] |= figures
+            report["modes"][peer]["throughput_16_per_s"] = await driver.throughput()
 
 
 def requests(mode: str, runs: int) -> float:
@@ -380,9 +410,21 @@ def requests(mode: str, runs: int) -> float:
     return float(done.stdout.split()[-1])
 
 
-def modes() -> list[str]:
-    """The modes this machine can run: embedded, and each server that is there."""
-    return ["embedded", *(mode for mode, server in SERVERS.items() if not missing(server))]
+def modes(peers: bool = False) -> list[str]:
+    """The modes this machine can run: embedded, each server that is there; and the peers.
+
+    A peer asked for that cannot run here is an error, not a column left out.
+    """
+    ours = ["embedded", *(mode for mode, server in SERVERS.items() if not missing(server))]
+    if not peers:
+        return ours
+    from bench.peers import PEERS
+    from bench.peers import missing as absent
+
+    for peer in PEERS:
+        if why := absent(peer):
+            raise SystemExit(f"bench: --peers: cannot run {peer}: {why}")
+    return [*ours, *PEERS]
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Expr]:
@@ -418,13 +460,16 @@ NAMES = {
     "standin": "stand-in",
     "resonate": "resonate",
     "postgres": "Postgres",
+    "restate": "Restate",
+    "dbos": "DBOS",
 }
 
 
 def markdown(report: dict[str, Any]) -> str:
     modes = report["modes"]
     # Each ratio as a column: the stand-in's to embedded, and Postgres's to the stand-in.
-    ratios = [(a, b) for a, b in (("standin", "embedded"), ("postgres", "standin")) if a in modes]
+    pairs = (("standin", "embedded"), ("postgres", "standin"), ("postgres", "restate"))
+    ratios = [(a, b) for a, b in pairs if a in modes and b in modes]
     head = (
         "| workload | operators | promises | "
         + " | ".join(f"{NAMES[mode]} p50 ms | {NAMES[mode]} p95 ms" for mode in modes)
@@ -445,9 +490,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for mode, m in modes.items():
         rate = m["throughput_16_per_s"]
+        asked = f"{m['requests_per_operator']:.1f}" if "requests_per_operator" in m else "-"
         lines.append(
             f"| {NAMES[mode]} | {'yes' if m['durable_per_step'] else 'no'} "
-            f"| {m['requests_per_operator']:.1f} | {rate:.1f} | {rate / standin:.2f}x |"
+            f"| {asked} | {rate:.1f} | {rate / standin:.2f}x |"
         )
     flights = ", ".join(f"{n} in flight: {v:.0f}/s" for n, v in report["throughput_per_s"].items())
     protocol, batch_s = report["protocol"], report["batch_seconds"]
@@ -522,7 +568,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (shapes, history) = plt.subplots(1, 2, figsize=(11, 4.5))
-    styles = {"embedded": ":", "standin": "-", "resonate": "-.", "postgres": "--"}
+    styles: dict[str, Any] = {"embedded": ":", "standin": "-", "resonate": "-.", "postgres": "--"}
+    styles |= {"restate": (0, (5, 1)), "dbos": (0, (1, 3))}  # the peers, when measured
     for mode, style in styles.items():
         for shape, marker in (("balanced", "o"), ("chain", "s")):
             rows = [r for r in report["workloads"] if r["workload"].startswith(shape)]
@@ -530,7 +577,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
                 shapes.plot(
                     [r["operators"] for r in rows],
                     [r[f"{mode}_p50_ms"] for r in rows],
-                    style,
+                    linestyle=style,
                     marker=marker,
                     label=f"{shape}, {NAMES[mode]}",
                 )
@@ -610,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=ROOT / "bench" / "results" / "results.json",
         help="where the numbers go (default: %(default)s, not tracked)",
+    )
+    cli.add_argument(
+        "--peers",
+        action="store_true",
+        help="also the same calculator on Restate and on DBOS (bench/peers/; the bench group)",
     )
     cli.add_argument(
         "--publish",
