@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -690,4 +691,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As a script, this file's folder comes first on the path, and there
+    # ``bench`` is this file; the peers import the package ``bench/``. This
+    # file runs as the package's module, then, one copy of it for all.
+    sys.path[0] = str(ROOT)
+    sys.exit(importlib.import_module("bench.bench").main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -92,6 +93,11 @@ def test_a_peer_computes_what_python_computes(peer: str) -> None:
                 await driver.timed(expr)  # which raises on a wrong answer
             return await driver.rate(bench.balanced(2), 4, 8)  # four at once
 
-    with peers.running(peer) as (driver, _):
+    with peers.running(peer) as (driver, topology):
         assert asyncio.run(compute(driver)) > 0
         assert driver.n == len(shapes) + 8
+        # Nothing the peer runs has a child of its own that would outlive the
+        # kill at the end (resonator-postgres's Postgres dies with it).
+        for name, process in topology.processes.items():
+            children = subprocess.run(["pgrep", "-P", str(process.popen.pid)], check=False)
+            assert name == "server" or children.returncode == 1, name

@@ -101,7 +101,10 @@ def running() -> Iterator[tuple[Topology, str]]:
         server = topology.start("restate", command, environment)
         server.wait_for("Admin API starting on")
         where = f"127.0.0.1:{services}"
-        hypercorn = python("-m", "hypercorn", "--bind", where, "bench.peers.on_restate:app")
+        # --workers 0: the app in hypercorn's own process, which is the one the
+        # benchmark starts and kills (a worker it spawned would outlive a kill).
+        hypercorn = python("-m", "hypercorn", "--workers", "0", "--bind", where)
+        hypercorn.append("bench.peers.on_restate:app")
         topology.start("services", hypercorn, {"PYTHONPATH": str(ROOT)}).wait_for("Running on")
         register(f"http://127.0.0.1:{admin}", f"http://{where}")
         yield topology, f"http://127.0.0.1:{ingress}"
