@@ -107,15 +107,16 @@ TUNING = (
     # a statement hashes or scans it whole, and keeps doing so as it grows:
     # task_suspend counts the awaited promises by joining
     # jsonb_array_elements(p_actions) (taken for 100 elements; it has two) to
-    # promises with a hash join over all of them, 10 buffers a call on a fresh
-    # database and 500 after 5,000 evaluations; the lookups of callbacks,
-    # listeners and task_resumes by key read every page of those tables, dead
-    # rows included, 2 buffers a call once vacuumed and 30 after a burst.
-    # Without sequential scans, hash and merge joins, every plan left is the
-    # index's, a few buffers at every size. As settings of the function, they
-    # hold in every session, for the requests alone (task_heartbeat and every
-    # function a request calls inherit them) and the drains: the outbox, read
-    # whole, took 8 buffers a drain once vacuumed and 100 after a burst.
+    # promises with a hash join over all of them (the whole call read 35
+    # buffers on a fresh database, 300 after 1,000 evaluations, 500 after
+    # 3,000); the lookups of callbacks, listeners and task_resumes by key read
+    # every page of those tables, dead rows included, 2 buffers a call once
+    # vacuumed and 30 after a burst. Without sequential scans, hash and merge
+    # joins, every plan left is the index's, a few buffers at every size. As
+    # settings of the function, they hold in every session, for the requests
+    # (task_heartbeat and every function a request calls inherit them) and
+    # the drains: the outbox, read whole, took 8 buffers a drain once vacuumed
+    # and 100 after a burst. docs/upstream-resonate-pg.md has the reports.
     *(
         f"ALTER FUNCTION resonate.{function} "
         "SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off"
