@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from resonator.parser import Expr, Op
 
 ROOT = Path(__file__).resolve().parent.parent
-OPS: tuple[Op, ...] = ("+", "*", "-")
+OPERATORS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
 # Whether each step is on disk before it is acknowledged (docs/benchmark.md
@@ -90,7 +90,7 @@ def balanced(depth: int) -> Expr:
     def build(level: int, at: int) -> Expr:
         if level == 0:
             return at % 9 + 1
-        return (OPS[level % 3], build(level - 1, 2 * at), build(level - 1, 2 * at + 1))
+        return (OPERATORS[level % 3], build(level - 1, 2 * at), build(level - 1, 2 * at + 1))
 
     return build(depth, 0)
 

@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from resonate.context import Context
 
     # Known to the type checker only. Left unresolved at run time, the SDK
-    # hands "=" its argument as decoded from JSON (lists where the tree had
-    # tuples, which the sequence patterns below match) instead of asking
-    # msgspec to convert a recursive type, which it cannot.
+    # hands "=" its argument as decoded from JSON (lists where the expression
+    # had tuples, which the sequence patterns below match) instead of asking
+    # msgspec to convert a recursive type, which it cannot (resonate-sdk
+    # 0.8.1; tests/test_upstream.py shows it).
     from resonator.parser import Expr
 
 LHS = "poll://uni@exp/lhs"  # unicast: the one process with pid lhs in group exp
@@ -61,7 +62,7 @@ async def evaluate(ctx: Context, expr: Expr) -> int:
     match expr:
         case [op, lhs, rhs]:
             # Both operands are dispatched before either is awaited: the two
-            # halves of the tree are computed at the same time.
+            # halves of the expression are computed at the same time.
             x = ctx.options(target=LHS).rpc("=", lhs)
             y = ctx.options(target=RHS).rpc("=", rhs)
             value: int = await ctx.options(target=OPS).rpc(op, await x, await y)
@@ -85,9 +86,9 @@ async def multiply(ctx: Context, x: int, y: int) -> int:
     return x * y
 
 
-# The names the functions are registered under. An operator in a tree node
+# The names the functions are registered under. An operator in an expression
 # ("+") is the name of the function that computes it, so "=" calls
-# rpc(op, ...) with the very op it finds in the tree.
+# rpc(op, ...) with the very op it finds there.
 FUNCTIONS: dict[str, Callable[..., Awaitable[int]]] = {
     "=": evaluate,
     "+": add,

@@ -39,7 +39,7 @@ ARTICLE = "(1 + 2) * (3 - 4)"  # the article's expression: -3
 VALUE = r"^-?\d+$"  # a line that is a value
 
 literals = st.integers(min_value=-(10**30), max_value=10**30)
-trees: st.SearchStrategy[Expr] = st.recursive(
+expressions: st.SearchStrategy[Expr] = st.recursive(
     literals,
     lambda children: st.tuples(st.sampled_from(["+", "-", "*"]), children, children),
     max_leaves=24,

@@ -19,7 +19,7 @@ from resonator.parser import render
 from resonator.resonator import EXP, connect
 from resonator.terminal.batch import Batch, Report
 from resonator.trace import Tracer
-from tests.helpers import oracle, trees
+from tests.helpers import expressions, oracle
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -78,7 +78,7 @@ def test_jobs_run_at_once_up_to_their_number() -> None:
 
 
 @settings(max_examples=5, deadline=None)
-@given(st.lists(trees, min_size=1, max_size=30), st.integers(min_value=1, max_value=16))
+@given(st.lists(expressions, min_size=1, max_size=30), st.integers(min_value=1, max_value=16))
 def test_any_number_of_jobs_gives_python_s_values_in_order(exprs: list[Expr], jobs: int) -> None:
     texts = [render(expr) for expr in exprs]
     done = resonator("--jobs", str(jobs), stdin="".join(f"{text}\n" for text in texts))

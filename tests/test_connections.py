@@ -8,51 +8,25 @@ timeout, 300 s, is made one second, which is how the SDK's listener met it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 import aiohttp.client
-import pytest
-from resonate.connections import SSEConnection
 from resonate.connections import local as model
 
 from resonator.connections.link import Link
 from resonator.connections.sse import KeepListening
 from tests.test_devserver import create, devserver
 
+if TYPE_CHECKING:
+    import pytest
+
 SECOND = aiohttp.ClientTimeout(total=1, sock_connect=1)
 
 
 def task_ids(messages: list[str]) -> list[str]:
     return [m.split('"id":"')[1].split('"')[0] for m in messages]
-
-
-@pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its SSE listener ends for good on a session timeout"
-)
-def test_the_sdks_listener_outlives_its_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The defect KeepListening works around: when this passes, the SDK is fixed."""
-    monkeypatch.setattr(aiohttp.client, "DEFAULT_TIMEOUT", SECOND)
-
-    async def scenario() -> BaseException | None:
-        async with devserver() as client:
-            source = SSEConnection(str(client.server.make_url("")), pid="lhs", group="exp")
-            await source.start()
-            listener = source._sse_handle
-            assert listener is not None
-            await asyncio.wait({listener}, timeout=10)  # ten timeouts' worth
-            ended = listener.exception() if listener.done() else None
-            with contextlib.suppress(TimeoutError):  # stop() raises what ended the loop
-                await source.stop()
-            # ...before it closes the session, so close it here: left to the
-            # garbage collector, its "Unclosed client session" lands in the
-            # log of whichever test runs then.
-            if source._session is not None:
-                await source._session.close()
-            return ended
-
-    assert asyncio.run(scenario()) is None, "the listener ended"
 
 
 def test_our_listener_outlives_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,14 +17,14 @@ from resonator.parser import (
     parse,
     render,
 )
-from tests.helpers import oracle, trees
+from tests.helpers import expressions, oracle
 
 # The fast tier (`uv run pytest -m fast`): the lesson's logic, in-process.
 pytestmark = pytest.mark.fast
 
 
 @pytest.mark.parametrize(
-    ("text", "tree"),
+    ("text", "expr"),
     [
         ("1 + 2 * 3", ("+", 1, ("*", 2, 3))),
         ("1 * 2 + 3", ("+", ("*", 1, 2), 3)),
@@ -41,8 +41,8 @@ pytestmark = pytest.mark.fast
         ("123456789012345678901234567890", 123456789012345678901234567890),
     ],
 )
-def test_grammar(text: str, tree: Expr) -> None:
-    assert parse(text) == tree
+def test_grammar(text: str, expr: Expr) -> None:
+    assert parse(text) == expr
 
 
 @pytest.mark.parametrize(
@@ -124,34 +124,34 @@ def test_extremes_fail_cleanly_or_parse() -> None:
 spaces = st.sampled_from(["", " ", "  ", "\t", "\n", " \n "])
 
 
-def noisy(data: st.DataObject, tree: Expr) -> str:
-    """``tree`` as text with random spacing and redundant parentheses.
+def noisy(data: st.DataObject, expr: Expr) -> str:
+    """``expr`` as text with random spacing and redundant parentheses.
 
     Every operand of an operator is parenthesised, which is always correct,
     and any part may be wrapped again.
     """
-    match tree:
+    match expr:
         case (op, lhs, rhs):
             text = (
                 f"({noisy(data, lhs)}){data.draw(spaces)}{op}"
                 f"{data.draw(spaces)}({noisy(data, rhs)})"
             )
         case _:
-            text = str(tree)
+            text = str(expr)
     for _ in range(data.draw(st.integers(0, 2))):
         text = f"({data.draw(spaces)}{text}{data.draw(spaces)})"
     return text
 
 
-@given(trees)
-def test_render_round_trips(tree: Expr) -> None:
-    assert parse(render(tree)) == tree
+@given(expressions)
+def test_render_round_trips(expr: Expr) -> None:
+    assert parse(render(expr)) == expr
 
 
-@given(st.data(), trees)
-def test_noisy_text_parses_to_the_same_tree(data: st.DataObject, tree: Expr) -> None:
-    text = noisy(data, tree)
-    assert parse(text) == tree
+@given(st.data(), expressions)
+def test_noisy_text_parses_to_the_same_expression(data: st.DataObject, expr: Expr) -> None:
+    text = noisy(data, expr)
+    assert parse(text) == expr
     assert oracle(render(parse(text))) == oracle(text)
 
 

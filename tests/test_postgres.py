@@ -32,7 +32,16 @@ from hypothesis import strategies as st
 from resonator.harness.processes import Process, Topology, free_port
 from resonator.parser import Expr, render
 from resonator.servers import postgres
-from tests.helpers import ARTICLE, VALUE, available, kill, leased, operator_runs, oracle, trees
+from tests.helpers import (
+    ARTICLE,
+    VALUE,
+    available,
+    expressions,
+    kill,
+    leased,
+    operator_runs,
+    oracle,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,7 +64,7 @@ def quick() -> Iterator[Topology]:
 
 
 @settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(trees, min_size=50, max_size=50))
+@given(st.lists(expressions, min_size=50, max_size=50))
 def test_fifty_random_expressions_agree_with_python(quick: Topology, exprs: list[Expr]) -> None:
     texts = [render(expr) for expr in exprs]
     prompt = quick.prompt(stdin=True, name="batch")

@@ -177,7 +177,7 @@ def received(server: Process) -> list[str]:
     return re.findall(r"Received request kind=(\S+)", "\n".join(server.lines))
 
 
-def refusal(url: str) -> str:
+def refused(url: str) -> str:
     return (
         f"resonator: the Resonate server at {url} refuses the promise ids of resonate-sdk 0.8 "
         "(400 Promise ID must be prefixed by resonate:origin): use resonator-devserver, "
@@ -191,7 +191,7 @@ def test_a_batch_run_names_a_server_that_refuses_the_sdks_ids_and_exits_1(
 ) -> None:
     done = refusing.calculate("1 + 2")
     assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr.splitlines() == [f"connected to {refusing.url}", refusal(refusing.url)]
+    assert done.stderr.splitlines() == [f"connected to {refusing.url}", refused(refusing.url)]
     # Nothing was started: the check was its only request.
     assert received(refusing["server"]) == ["promise.create"]
 
@@ -217,7 +217,7 @@ def test_a_worker_says_so_once_and_stops_without_keeping_the_server_busy(
     worker = refusing.worker("exp", "lhs", wait=False)
     assert worker.wait_closed() == 1
     said = [line for line in worker.lines if "refuses" in line]
-    assert said == [refusal(refusing.url) + "; this worker stops"]
+    assert said == [refused(refusing.url) + "; this worker stops"]
     # Before, the worker took the task, was refused, let it go and took it
     # again, four times a second for as long as it ran. Now: its check, and
     # whatever it took before the answer came, then nothing.

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from resonator.client.trees import Node, Reader
 from resonator.parser import Expr, parse, render
 from resonator.terminal.drawing import draw
-from tests.helpers import embedded, oracle, trees
+from tests.helpers import embedded, expressions, oracle
 
 if TYPE_CHECKING:
     from resonator.harness.processes import Topology
@@ -62,7 +62,7 @@ def test_the_articles_tree_has_ten_nodes_with_their_values() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(trees)
+@given(expressions)
 def test_every_tree_matches_its_expression(expr: Expr) -> None:
     assert asyncio.run(computed_tree(render(expr))) == expected(expr, "calc", "root")
 

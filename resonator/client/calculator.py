@@ -11,6 +11,7 @@ same id attaches to it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import uuid
@@ -21,11 +22,13 @@ from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
 
 from resonator.client.text import syntax_error
-from resonator.client.trees import Reader
+from resonator.client.trees import Reader, changes, tally
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from resonate.handle import ResonateHandle
     from resonate.resonate import Resonate
 
@@ -187,6 +190,23 @@ class Calculator:
         if root is None:
             raise Failed(f"error: there is no promise {id}")
         return root
+
+    async def follow(self, id: str) -> AsyncIterator[Node]:
+        """Each new state of the tree of ``id``, until its root settles; or ``Failed``."""
+        try:
+            async for root in changes(self.reader(), id):
+                yield root
+        except ResonateError as error:
+            raise Failed(f"error: {error}") from None
+
+    async def progress(self, id: str, every: float) -> AsyncIterator[tuple[int, int]]:
+        """How far computation ``id`` is, every ``every`` seconds: (promises settled, created)."""
+        reader = self.reader()
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(ResonateError):  # not created yet, or the server away
+                if root := await reader.tree(id):
+                    yield tally(root)
 
 
 def new_id() -> str:

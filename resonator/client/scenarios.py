@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 ARTICLE = "(1 + 2) * (3 - 4)"
 ANSWER = "-3"
-OPS = ("ops1", "ops2")
-WORKERS = (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS[0]), ("ops", OPS[1]))
+OPS_PIDS = ("ops1", "ops2")
+WORKERS = (("exp", "lhs"), ("exp", "rhs"), ("ops", OPS_PIDS[0]), ("ops", OPS_PIDS[1]))
 # Two-second leases, and operators that take a second: a crash heals within
 # seconds, and there is time to kill an operator in the middle of its work.
 LEASES = {"RESONATOR_TTL": "2", "RESONATOR_OP_DELAY": "1"}
@@ -164,7 +164,7 @@ def scenario_2(stage: Stage, id: str) -> bool:
     """the ops worker running + 1 2 dies in the middle of it."""
     stage.say(f"Scenario 2: {scenario_2.__doc__}")
     prompt = stage.prompt(id, "prompt-2")
-    busy = stage.hear(OPS, rf"\+ 1 2  \[{re.escape(id)}:1\.3\]$")
+    busy = stage.hear(OPS_PIDS, rf"\+ 1 2  \[{re.escape(id)}:1\.3\]$")
     stage.kill(busy, "in the middle of + 1 2")
     lease = stage.topology.env.get("RESONATOR_TTL", "60")
     stage.say(f"When its lease lapses ({lease} s), the other ops worker takes + 1 2:")
@@ -179,7 +179,7 @@ def scenario_3(stage: Stage, id: str) -> bool:
     """the prompt dies while it waits for the answer."""
     stage.say(f"Scenario 3: {scenario_3.__doc__}")
     stage.prompt(id, "prompt-3")
-    stage.hear(OPS, rf"\[{re.escape(id)}:\d\.3\]$")
+    stage.hear(OPS_PIDS, rf"\[{re.escape(id)}:\d\.3\]$")
     stage.kill("prompt-3", "while it waits")
     stage.say("A new prompt asks for the same id, and attaches to the same computation:")
     second = stage.prompt(id, "another-prompt-3")

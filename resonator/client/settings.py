@@ -22,7 +22,7 @@ from resonator.servers import KEEP, OneLine, positive
 DEFAULT_URL = "http://localhost:8001"
 SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
 JOBS = 8  # expressions of a batch in flight at once (see docs/benchmark.md)
-GROUPS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
+PIDS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
 # '-(2 + 3)' are expressions: they are marked before parsing, unmarked after.
@@ -150,9 +150,9 @@ def environment(url: str | None) -> Settings:
     group = os.environ.get("GRP") or None
     pid = os.environ.get("PID") or None
     if group is not None:
-        if group not in GROUPS:
+        if group not in PIDS:
             usage(f"GRP must be exp or ops, not {group!r}")
-        pids = GROUPS[group]
+        pids = PIDS[group]
         if pids and pid is None:
             usage("an exp worker needs a PID: PID=lhs or PID=rhs")
         if pids and pid not in pids:

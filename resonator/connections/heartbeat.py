@@ -7,14 +7,20 @@ Works around three defects of resonate-sdk 0.8.1's ``AsyncHeartbeat``
   protocol refuses a heartbeat whose tasks belong to more than one origin
   (``400 All tasks must belong to the same origin``: the real server does, and
   so does the stand-in), so a worker holding tasks of two computations renews
-  none of its leases, and says so only in the SDK's own log.
+  none of its leases, and says so only in the SDK's own log. Shown by
+  ``tests/test_upstream.py::test_the_sdks_heartbeat_keeps_the_leases_of_two_computations``.
 - It knows a task by its id alone. When a lease lapses and the server hands
   the task out again, the run that had lost it, ending, stops the heartbeat
-  of the new run of the same task, whose lease then lapses too.
+  of the new run of the same task, whose lease then lapses too. Shown by
+  ``tests/test_upstream.py::test_the_sdks_heartbeat_keeps_a_task_taken_again_when_its_last_run_ends``.
 - It waits for each beat's answer before it sends the next, half a lease
   later. A beat sent into a cut network waits in TCP's retransmissions, which
   back off to seconds apart, long after the network is back: a cut of a
-  little over a quarter of the lease, at the wrong moment, lapsed it.
+  little over a quarter of the lease, at the wrong moment, lapsed it. No
+  test shows this one on the SDK's own heartbeat: it takes a network cut at
+  the wrong moment of a beat. With this heartbeat, ``tests/test_machines.py::
+  test_a_cut_shorter_than_half_the_lease_costs_no_second_run`` cuts a
+  worker off for most of half a lease, and no lease lapses.
 
 Here each origin gets a heartbeat of its own, sent every quarter lease; a
 beat that has no answer within a sixth of the lease is left to itself and
@@ -24,11 +30,14 @@ not try them again for seconds. So once the network is back, a beat gets
 through within a sixth of a lease, and a cut shorter than
 half the lease never lets a lease lapse (docs/distributed.md). A task is
 renewed while any run of it is under way (at its newest version), and a
-heartbeat the server refuses is said once at the default level. (A task's
-first renewal comes when it is due, not at once: a fifth of the requests of
-a short computation were heartbeats that renewed nothing.) Delete this
-module, and the ``heartbeat`` of ``connections/__init__.py``, once the SDK
-does all of this.
+heartbeat the server refuses is said once at the default level.
+
+One speed-up rides in the loop that replaces the SDK's, and is no fix: a
+task's first renewal comes when it is due, not at once (a fifth of the
+requests of a short computation were heartbeats that renewed nothing; the
+first line of ``_run``). Delete this module, and the ``heartbeat`` of
+``connections/__init__.py``, once the two xfails above pass and the SDK
+resends a beat that hangs.
 """
 
 from __future__ import annotations

@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING
 import aiohttp
 from resonate.retry import ExponentialBackoff
 
-from resonator.connections.ids import refusal
+from resonator.connections.ids import refused_ids
 
 if TYPE_CHECKING:
     from resonate.send import Sender
 
 log = logging.getLogger("resonator")
 
-# The SDK reconnects by itself; a short ladder makes a restarted server
-# noticed within seconds instead of a minute.
+# The SDK reconnects by itself, but resonate-sdk 0.8.1's ladder doubles from
+# one second up to a minute, so a server back after an outage was heard from
+# up to a minute later. Ours notices it within two seconds. Delete it (and the
+# backoff= it is given) once tests/test_upstream.py::
+# test_the_sdks_reconnection_notices_a_server_back_within_seconds passes.
 BACKOFF = ExponentialBackoff(initial=0.25, max_delay=2.0)
 # For this long after it starts, a worker whose server does not answer yet
 # waits for it: the server may be starting too, as under honcho.
@@ -54,7 +57,7 @@ class Link:
         self.url = printable(url)
         # What asks the server, once it answers, whether it takes this SDK's ids.
         self.sender: Sender | None = None
-        self.probe: asyncio.Future[str | None] | None = None
+        self.id_check: asyncio.Future[str | None] | None = None
         self.incompatible = False  # the server refuses this SDK's ids: asking again is in vain
         self.up = asyncio.Event()  # set while the channel works
         self.down = asyncio.Event()  # set while it does not, once it was tried
@@ -135,13 +138,13 @@ class Link:
                 return self.denial
             if self.sender is None:
                 return None
-            if self.probe is None:
-                self.probe = asyncio.ensure_future(refusal(self.sender, self.url))
+            if self.id_check is None:
+                self.id_check = asyncio.ensure_future(refused_ids(self.sender, self.url))
             try:
-                refused = await asyncio.shield(self.probe)
+                refused = await asyncio.shield(self.id_check)
             except Exception as error:
                 log.debug("the check of the server's ids failed: %r", error)
-                self.probe = None
+                self.id_check = None
                 if self.up.is_set():
                     return None  # it answers, but not this: nothing to hold the process back for
                 continue  # cut off mid-way: asked again once the channel is back

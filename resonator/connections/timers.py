@@ -11,10 +11,10 @@ Here the sweep runs at most every ``SWEEP_SECONDS`` (on a database without
 the index that resonator-postgres makes, it reads every promise), and only a
 refusal for want of privilege stops it (pg_cron is then the timer driver).
 
-The test that fails the day it is fixed:
-``tests/test_postgres_connection.py::test_resonate_pgs_timers_stop_after_an_error``
-(strict xfail, resonate-pg's own connection, unpatched). Delete this module
-then, and give ``Connection`` a ``Database`` instead of a ``KeepSweeping``.
+Shown on resonate-pg's own connection, unpatched, by
+``tests/test_upstream.py::test_timers_fire_after_an_error[upstream]``, a
+strict xfail (``[ours]`` beside it passes). Delete this module the day it
+passes, and give ``Connection`` a ``Database`` instead of a ``KeepSweeping``.
 """
 
 from __future__ import annotations

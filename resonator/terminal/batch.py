@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from resonator.client.calculator import Calculator, Failed, new_id
-from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.drawing import draw, terminal_width, watch
 from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
@@ -116,12 +116,13 @@ class Batch:
         try:
             if self.args.watch:
                 await self.calculator.begin(text, id)
-                result = Report(failed=not await watch(self.calculator, id))
+                result = Report(failed=not await watch(self.calculator.follow(id)))
             else:
                 value = await self.calculator.compute(text, id, id_given=bool(self.args.id))
-                result = Report(
-                    out=await drawn(self.calculator, id) if self.args.tree else str(value)
-                )
+                out = str(value)
+                if self.args.tree:
+                    out = draw(await self.calculator.tree(id), terminal_width())
+                result = Report(out=out)
         except Failed as failure:
             result = Report(err=self.where.format(number) + str(failure), failed=True)
         self.waiting.remove(id)

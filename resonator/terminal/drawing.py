@@ -14,20 +14,17 @@ import shutil
 import sys
 from typing import TYPE_CHECKING
 
-from resonate.error import ResonateError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from resonator.client.calculator import Failed
 from resonator.client.text import shortened
-from resonator.client.trees import changes, rows
+from resonator.client.trees import rows
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from resonator.client.calculator import Calculator
     from resonator.client.trees import Node
 
 
@@ -103,19 +100,12 @@ async def show(states: AsyncIterator[Node], console: Console) -> Node | None:
     return last
 
 
-async def drawn(calculator: Calculator, id: str) -> str:
-    """The promise tree of computation ``id`` as the server has it now, as text; or ``Failed``.
-
-    On a terminal, as wide as the terminal: the expressions give way.
-    """
-    root = await calculator.tree(id)
-    return draw(root, shutil.get_terminal_size().columns if sys.stdout.isatty() else None)
-
-
-async def watch(calculator: Calculator, id: str) -> bool:
-    """Show the tree of ``id`` as it changes, until its root settles; True if it resolved."""
-    try:
-        last = await show(changes(calculator.reader(), id), Console())
-    except ResonateError as error:
-        raise Failed(f"error: {error}") from None
+async def watch(states: AsyncIterator[Node]) -> bool:
+    """``--watch`` and ``:watch``: each state shown on this terminal; True if the root resolved."""
+    last = await show(states, Console())
     return last is not None and last.state == "resolved"
+
+
+def terminal_width() -> int | None:
+    """The terminal's width, for a tree drawn to fit it; None when piped."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from resonator.client.calculator import Calculator, Failed
-from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.drawing import draw, terminal_width, watch
 from resonator.terminal.keys import CtrlC, exit_status
 
 if TYPE_CHECKING:
@@ -28,8 +28,9 @@ async def following(calculator: Calculator, id: str, live: bool) -> int:
         await keys.wait(calculator.ready())
         try:
             if live:
-                return 0 if await keys.wait(watch(calculator, id)) else 1
-            print(await keys.wait(drawn(calculator, id)), flush=True)
+                return 0 if await keys.wait(watch(calculator.follow(id))) else 1
+            root = await keys.wait(calculator.tree(id))
+            print(draw(root, terminal_width()), flush=True)
         except Failed as failure:
             print(failure, file=sys.stderr)
             return 1

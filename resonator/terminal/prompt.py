@@ -23,14 +23,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resonate.error import ResonateError
 from rich.text import Text
 
 from resonator.client.calculator import Calculator, Failed, new_id
 from resonator.client.text import escaped
-from resonator.client.trees import tally
 from resonator.parser import MAX_LENGTH, ParseError, parse
-from resonator.terminal.drawing import drawn, watch
+from resonator.terminal.drawing import draw, terminal_width, watch
 from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
@@ -56,121 +54,121 @@ Ctrl-C clears the line, or stops waiting for a value (the computation goes on)."
 
 def converse(computations: Resonate, connection: Connection) -> int:
     """The ❯ prompt, until Ctrl-D or :q; ``computations.run`` starts a computation."""
-    return exit_status(conversation(Calculator(computations, connection)))
+    return exit_status(Conversation(Calculator(computations, connection)).held())
 
 
-async def conversation(calculator: Calculator) -> int:
-    """Once the server can serve us, read lines and answer each; the exit status."""
-    keys = CtrlC()
-    async with calculator:
-        # Decided before the ❯ is drawn: a server that cannot serve us ends
-        # the prompt before anything is typed into it.
-        await keys.wait(calculator.ready())
-        print("Resonator: every step of every calculation is a durable promise.")
-        print(HELP + "\n", flush=True)
-        drawn = sys.stdout.isatty() and os.environ.get("TERM", "dumb") not in ("dumb", "unknown")
-        lines = DrawnPrompt() if drawn else PlainPrompt()
-        last = ""  # the id of the last computation started, for :tree and :watch
-        while True:
+class Conversation:
+    """The ❯ prompt's session: lines read, each answered by the ``Calculator``."""
+
+    def __init__(self, calculator: Calculator) -> None:
+        self.calculator = calculator
+        self.last = ""  # the id of the last computation started, for :tree and :watch
+
+    async def held(self) -> int:
+        """Once the server can serve us, read lines and answer each; the exit status."""
+        self.keys = CtrlC()
+        async with self.calculator:
+            # Decided before the ❯ is drawn: a server that cannot serve us ends
+            # the prompt before anything is typed into it.
+            await self.keys.wait(self.calculator.ready())
+            print("Resonator: every step of every calculation is a durable promise.")
+            print(HELP + "\n", flush=True)
+            term = os.environ.get("TERM", "dumb")
+            drawn = sys.stdout.isatty() and term not in ("dumb", "unknown")
+            lines = DrawnPrompt() if drawn else PlainPrompt()
+            while True:
+                try:
+                    text = (await self.keys.wait(lines.read())).strip()
+                except Interrupted:
+                    continue
+                except EOFError:
+                    print()
+                    return 0
+                except UnicodeDecodeError:
+                    print("error: that line is not UTF-8 text", file=sys.stderr)
+                    continue
+                if text in QUIT:
+                    return 0
+                if text in ("quit", "exit") or text.startswith(":"):
+                    await self.command(text)
+                elif text:
+                    await self.compute(text, shown=drawn)
+
+    async def compute(self, text: str, shown: bool) -> None:
+        """Compute ``text`` and show its value.
+
+        ``shown``: the terminal can be drawn on, and shows how far the
+        computation is while it waits.
+        """
+        link = self.calculator.link
+        if link and not link.up.is_set():
             try:
-                text = (await keys.wait(lines.read())).strip()
+                await self.keys.wait(self.waiting_for_the_server(link.url))
             except Interrupted:
-                continue
-            except EOFError:
-                print()
-                return 0
-            except UnicodeDecodeError:
-                print("error: that line is not UTF-8 text", file=sys.stderr)
-                continue
-            if text in QUIT:
-                return 0
-            if text in ("quit", "exit") or text.startswith(":"):
-                await command(calculator, keys, text, last)
-            elif text:
-                last = (
-                    await compute(calculator, keys, text, shown=isinstance(lines, DrawnPrompt))
-                    or last
-                )
-
-
-async def compute(calculator: Calculator, keys: CtrlC, text: str, shown: bool) -> str | None:
-    """Compute ``text`` and show its value; the id of the computation, if one started.
-
-    ``shown``: the terminal can be drawn on, and shows how far the
-    computation is while it waits.
-    """
-    if calculator.link and not calculator.link.up.is_set():
+                print("\nstopped waiting for the server; nothing was started\n")
+                return
+        id = new_id()
+        computing = self.calculator.compute(text, id)
         try:
-            await keys.wait(waiting_for_the_server(calculator))
-        except Interrupted:
-            print("\nstopped waiting for the server; nothing was started\n")
-            return None
-    id = new_id()
-    computing = calculator.compute(text, id)
-    try:
-        value = await keys.wait(progress(calculator, id, computing) if shown else computing)
-    except Failed as failure:
-        print(failure, file=sys.stderr)
-        return None
-    except Interrupted:
-        print(f"\nstopped waiting; the computation goes on as {id}\n")
-        return id
-    print(f"= {value}\n")  # under the line typed, which the terminal shows
-    return id
-
-
-async def waiting_for_the_server(calculator: Calculator) -> None:
-    # Said from within the wait, which Ctrl-C is then sure to stop: said
-    # before it began, a Ctrl-C pressed at once could come before it, and be lost.
-    assert calculator.link is not None
-    print(f"waiting for the server at {calculator.link.url} (Ctrl-C stops waiting)")
-    await calculator.ready(None)
-
-
-async def progress(calculator: Calculator, id: str, computing: Awaitable[int]) -> int:
-    """What ``computing`` gives; meanwhile, under the line typed, how far computation ``id`` is."""
-    from rich.live import Live
-
-    status = Text("computing", style="dim")
-    reader = calculator.reader()
-    value = asyncio.ensure_future(computing)
-    try:
-        # Transient: it goes with the answer. Lines printed meanwhile go above it.
-        with Live(status, transient=True, auto_refresh=False) as live:
-            while not (await asyncio.wait({value}, timeout=EVERY))[0]:
-                with contextlib.suppress(ResonateError):  # not created yet, or the server away
-                    if root := await reader.tree(id):
-                        settled, created = tally(root)
-                        status.plain = f"{settled} of {created} promises settled {BEHIND}"
-                        live.refresh()
-        return value.result()
-    finally:
-        value.cancel()
-
-
-async def command(calculator: Calculator, keys: CtrlC, text: str, last: str) -> None:
-    """Answer a line that is not an expression."""
-    name, _, argument = text.partition(" ")
-    id = argument.strip() or last
-    if name in ("quit", "exit"):
-        print("Ctrl-D or :q quits.")
-    elif name == ":help":
-        print(HELP)
-    elif name not in (":tree", ":watch"):
-        print(f"unknown command {name}; :help lists the commands")
-    elif not id:
-        print(f"{name} shows the last computation, and there is none yet: try {name} ID")
-    else:
-        try:
-            if name == ":tree":
-                print(await keys.wait(drawn(calculator, id)), flush=True)
-            else:
-                await keys.wait(watch(calculator, id))
+            value = await self.keys.wait(self.progress(id, computing) if shown else computing)
         except Failed as failure:
             print(failure, file=sys.stderr)
+            return
         except Interrupted:
-            if name == ":watch":
-                print(f"\nstopped watching; the computation goes on as {id}\n")
+            print(f"\nstopped waiting; the computation goes on as {id}\n")
+        else:
+            print(f"= {value}\n")  # under the line typed, which the terminal shows
+        self.last = id
+
+    async def waiting_for_the_server(self, url: str) -> None:
+        # Said from within the wait, which Ctrl-C is then sure to stop: said
+        # before it began, a Ctrl-C pressed at once could come before it, and be lost.
+        print(f"waiting for the server at {url} (Ctrl-C stops waiting)")
+        await self.calculator.ready(None)
+
+    async def progress(self, id: str, computing: Awaitable[int]) -> int:
+        """What ``computing`` gives; meanwhile, under the line typed, how far ``id`` is."""
+        from rich.live import Live
+
+        status = Text("computing", style="dim")
+        # Transient: it goes with the answer. Lines printed meanwhile go above it.
+        with Live(status, transient=True, auto_refresh=False) as live:
+
+            async def follow() -> None:
+                async for settled, created in self.calculator.progress(id, EVERY):
+                    status.plain = f"{settled} of {created} promises settled {BEHIND}"
+                    live.refresh()
+
+            following = asyncio.ensure_future(follow())
+            try:
+                return await computing
+            finally:
+                following.cancel()
+
+    async def command(self, text: str) -> None:
+        """Answer a line that is not an expression."""
+        name, _, argument = text.partition(" ")
+        id = argument.strip() or self.last
+        if name in ("quit", "exit"):
+            print("Ctrl-D or :q quits.")
+        elif name == ":help":
+            print(HELP)
+        elif name not in (":tree", ":watch"):
+            print(f"unknown command {name}; :help lists the commands")
+        elif not id:
+            print(f"{name} shows the last computation, and there is none yet: try {name} ID")
+        else:
+            try:
+                if name == ":tree":
+                    root = await self.keys.wait(self.calculator.tree(id))
+                    print(draw(root, terminal_width()), flush=True)
+                else:
+                    await self.keys.wait(watch(self.calculator.follow(id)))
+            except Failed as failure:
+                print(failure, file=sys.stderr)
+            except Interrupted:
+                if name == ":watch":
+                    print(f"\nstopped watching; the computation goes on as {id}\n")
 
 
 class DrawnPrompt:

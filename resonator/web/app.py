@@ -52,8 +52,8 @@ from resonator.harness.processes import missing
 from resonator.resonator import EXP, connect
 from resonator.servers.devserver import TurnedAway, loopback
 from resonator.trace import Tracer
-from resonator.web.live import Board, Computations, Trees
-from resonator.web.stage import Busy, Processes
+from resonator.web.live import Board, Listing, Trees
+from resonator.web.stage import Busy, PageStage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -83,17 +83,17 @@ class Page:
     def __init__(
         self,
         calculator: Calculator,
-        processes: Processes | None,
+        stage: PageStage | None,
         hosts: frozenset[str],
         token: str | None,
     ) -> None:
         self.calculator = calculator
-        self.processes = processes  # None: attached to a topology of somebody else's
+        self.stage = stage  # None: attached to a topology of somebody else's
         self.hosts = hosts  # the Host headers it answers
         self.token = token
         self.board = Board()
-        self.computations = Computations(self.board)
-        self.trees = Trees(calculator.reader, self.computations.seen)
+        self.listing = Listing(self.board)
+        self.trees = Trees(calculator.reader, self.listing.seen)
         self.streams: set[asyncio.Task[Any]] = set()  # open, to end when the page stops
         self.waiting: set[asyncio.Task[None]] = set()  # computations it waits for
 
@@ -118,24 +118,24 @@ class Page:
 
     def open(self, url: str) -> None:
         """What the page shows before anything happens, and the processes from now on."""
-        own = self.processes is not None
+        own = self.stage is not None
         plays = [{"name": n, "what": play.__doc__} for n, play in SCENARIOS.items()]
         self.board.put("setup", {"server": url, "own": own, "scenarios": plays if own else []})
-        self.computations.publish()
-        if self.processes:
-            self.processes.open(self.board, self.trees, self.computations)
+        self.listing.publish()
+        if self.stage:
+            self.stage.open(self.board, self.trees, self.listing)
 
     # ── Who may ask ──
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.host.lower() not in self.hosts:
-            return refusal(421, f"this page answers for {' or '.join(sorted(self.hosts))} only")
+            return rejected(421, f"this page answers for {' or '.join(sorted(self.hosts))} only")
         if self.token is not None:
             given = request.cookies.get(COOKIE) or request.query.get("token", "")
             # In constant time: how long a wrong guess took says nothing of the token.
             if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return refusal(401, "open the address resonator-web printed: it has the token")
+                return rejected(401, "open the address resonator-web printed: it has the token")
             if "token" in request.query:  # kept by the browser, and out of the address bar
                 found = web.HTTPFound(request.path)
                 found.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
@@ -143,11 +143,11 @@ class Page:
         if request.method not in ("GET", "HEAD"):
             origin = request.headers.get("Origin")
             if origin != f"http://{request.host}":
-                return refusal(403, f"refused: a request from {origin or 'no page'}, not this one")
+                return rejected(403, f"refused: a request from {origin or 'no page'}, not this one")
         try:
             return await handler(request)
         except TurnedAway as turned:
-            return refusal(*turned.args)
+            return rejected(*turned.args)
 
     async def secure(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(HEADERS)
@@ -209,23 +209,23 @@ class Page:
             raise TurnedAway(400, "text and id must be strings")
         text, id = text.strip(), id.strip()
         if id and not ID.fullmatch(id):
-            return said(IDS)
+            return not_done(IDS)
         if not text and not id:
-            return said("type an expression, or the id of a computation to follow")
+            return not_done("type an expression, or the id of a computation to follow")
         try:
             await self.calculator.ready(CONNECT_WAIT)
             if not text:
                 await self.calculator.tree(id)  # to learn that there is one
-                self.computations.add(id, "", watched=True)
+                self.listing.add(id, "", watched=True)
             else:
                 named, id = bool(id), id or new_id()
                 await self.calculator.begin(text, id, id_given=named)
-                self.computations.add(id, text, watched=False)
+                self.listing.add(id, text, watched=False)
                 waiting = asyncio.create_task(self.wait(text, id))
                 self.waiting.add(waiting)
                 waiting.add_done_callback(self.waiting.discard)
         except (Failed, Unreachable) as error:
-            return said(str(error))
+            return not_done(str(error))
         return web.json_response({"id": id})
 
     async def wait(self, text: str, id: str) -> None:
@@ -234,9 +234,9 @@ class Page:
             # Attached to what begin() started: a given id was claimed there, once.
             value = await self.calculator.compute(text, id)
         except Failed as failure:
-            self.computations.end(id, "failed", message=str(failure))
+            self.listing.end(id, "failed", message=str(failure))
         else:
-            self.computations.end(id, "resolved", str(value))
+            self.listing.end(id, "resolved", str(value))
 
     async def kill(self, request: web.Request) -> web.Response:
         pid = (await body(request)).get("pid")
@@ -254,27 +254,27 @@ class Page:
         name = (await body(request)).get("name")
         if not isinstance(name, str):
             raise TurnedAway(400, "name must be a string")
-        stage = self.stage()
+        stage = self.own_stage()
         try:
             stage.play(name)
         except Busy as busy:
-            return said(str(busy))
+            return not_done(str(busy))
         return web.json_response({})
 
-    def stage(self) -> Processes:
-        if self.processes is None:
+    def own_stage(self) -> PageStage:
+        if self.stage is None:
             raise TurnedAway(409, "attached to a topology of somebody else's: no processes here")
-        return self.processes
+        return self.stage
 
-    async def act(self, act: Callable[[Processes], None]) -> web.Response:
+    async def act(self, act: Callable[[PageStage], None]) -> web.Response:
         """Do ``act`` on a thread (it waits for processes to start or end); what came of it."""
-        stage = self.stage()
+        stage = self.own_stage()
         try:
             await asyncio.to_thread(act, stage)
         except Busy as busy:
-            return said(str(busy))
+            return not_done(str(busy))
         except (TimeoutError, AssertionError) as error:  # it started, and never said so
-            return said(str(error).splitlines()[0])
+            return not_done(str(error).splitlines()[0])
         return web.json_response({})
 
 
@@ -289,12 +289,12 @@ async def body(request: web.Request) -> dict[str, Any]:
     return given
 
 
-def said(message: str) -> web.Response:
+def not_done(message: str) -> web.Response:
     """An answer for the person at the page: why nothing was done."""
     return web.json_response({"error": message})
 
 
-def refusal(status: int, why: str) -> web.Response:
+def rejected(status: int, why: str) -> web.Response:
     return web.json_response({"error": why}, status=status)
 
 
@@ -308,7 +308,7 @@ def authorities(host: str, port: int) -> frozenset[str]:
 
 
 async def serve(
-    listener: socket.socket, host: str, url: str, processes: Processes | None, token: str | None
+    listener: socket.socket, host: str, url: str, stage: PageStage | None, token: str | None
 ) -> int:
     """Serve the page at ``host`` until SIGINT or SIGTERM; the exit status."""
     loop = asyncio.get_running_loop()
@@ -316,7 +316,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Its own lease, and the root's first step, as its processes have them.
-    lease = seconds("RESONATOR_TTL") or (float(LEASES["RESONATOR_TTL"]) if processes else None)
+    lease = seconds("RESONATOR_TTL") or (float(LEASES["RESONATOR_TTL"]) if stage else None)
     ttl = timedelta(seconds=lease) if lease else DEFAULT_TTL
     tracer = Tracer("web", exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0)
     resonate, connection = connect(url, "prompt", new_id()[:8], ttl, tracer)
@@ -324,7 +324,7 @@ async def serve(
     calculator = Calculator(resonate.options(target=EXP), connection)
     address, port = listener.getsockname()[:2]
     # Asked for by the name it was given, or by the address that name has.
-    page = Page(calculator, processes, authorities(host, port) | authorities(address, port), token)
+    page = Page(calculator, stage, authorities(host, port) | authorities(address, port), token)
     site = web.AppRunner(page.app(), handler_cancellation=True, access_log=None)
     await site.setup()
     await web.SockSite(site, listener).start()
@@ -347,8 +347,8 @@ async def serve(
             stopped.cancel()
             ready.cancel()
             await site.cleanup()
-            if processes:  # now: an act waiting for one of them ends with it
-                processes.topology.__exit__(None, None, None)
+            if stage:  # now: an act waiting for one of them ends with it
+                stage.topology.__exit__(None, None, None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,12 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"resonator-web: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    processes = None if args.url else Processes(args.server)
+    stage = None if args.url else PageStage(args.server)
     try:
-        if processes:
-            processes.start()
-        url = args.url or (processes.topology.url if processes else "")
-        return asyncio.run(serve(listener, args.host, url, processes, args.token))
+        if stage:
+            stage.start()
+        url = args.url or (stage.topology.url if stage else "")
+        return asyncio.run(serve(listener, args.host, url, stage, args.token))
     except KeyboardInterrupt:
         return 0
     except (TimeoutError, AssertionError) as error:  # a process of its own did not start
@@ -421,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         listener.close()
-        if processes:
-            processes.topology.__exit__(None, None, None)
+        if stage:
+            stage.topology.__exit__(None, None, None)
 
 
 def interrupted(*_: object) -> NoReturn:

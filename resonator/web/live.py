@@ -5,7 +5,7 @@ the version at which it last changed. A stream to the page sends every part
 when it opens, then each part that changes; one that falls behind skips to the
 latest state, so a slow page costs no memory, and one that reconnects is
 whole again at once. Nothing is kept that the page does not show: the
-computations listed (``KEEP`` at most), and the tree of each computation that
+computations listed (``LISTED`` at most), and the tree of each computation that
 somebody watches.
 """
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonator")
 
-KEEP = 50  # computations listed; the oldest are forgotten first
+LISTED = 50  # computations listed; the oldest are forgotten first
 AGAIN = 1.0  # seconds before a tree that could not be read is read again
 
 
@@ -156,7 +156,7 @@ class Computation:
     took: float | None = None  # seconds, once it ended
 
 
-class Computations:
+class Listing:
     """The computations the page lists, newest first."""
 
     def __init__(self, board: Board) -> None:
@@ -167,7 +167,7 @@ class Computations:
         """List computation ``id`` first (again, if it was listed: it keeps what it knew)."""
         known = self.listed.pop(id) if id in self.listed else Computation(id, text, watched)
         self.listed[id] = known
-        while len(self.listed) > KEEP:
+        while len(self.listed) > LISTED:
             del self.listed[next(iter(self.listed))]
         self.publish()
 

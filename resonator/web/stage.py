@@ -21,19 +21,19 @@ from resonator.client.scenarios import ARTICLE, LEASES, SCENARIOS, WORKERS, Runs
 from resonator.client.trees import ended
 from resonator.harness.processes import WAIT
 from resonator.servers import ending
-from resonator.web.live import KEEP
+from resonator.web.live import LISTED
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from resonator.client.trees import Node
     from resonator.harness.processes import Process as Child
-    from resonator.web.live import Board, Computations, Trees
+    from resonator.web.live import Board, Listing, Trees
 
 LINES = 6  # latest lines shown of each process
 STORY = 12  # sentences kept of what the stage said
 EVERY = 0.25  # seconds between looks at who is up, when no process prints
-GROUPS = dict((pid, group) for group, pid in WORKERS)  # the workers it may start again
+GROUP_OF = dict((pid, group) for group, pid in WORKERS)  # the workers it may start again
 # What a kill from the page leads to, said after it.
 AFTER_KILL = {
     "exp": "what is addressed to it waits, unclaimed once its lease lapses, "
@@ -48,7 +48,7 @@ class Busy(Exception):
     """An act refused, because another is under way or it cannot be done; the message says why."""
 
 
-class Processes(Stage):
+class PageStage(Stage):
     """The article's processes, their latest lines and the operators' runs, for the page."""
 
     def __init__(self, server: str) -> None:
@@ -60,12 +60,12 @@ class Processes(Stage):
         self.plays: defaultdict[str, int] = defaultdict(int)
         self.story: deque[str] = deque(maxlen=STORY)
         self.latest: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=LINES))
-        self.runs = Runs(keep=KEEP)
+        self.runs = Runs(keep=LISTED)
 
-    def open(self, board: Board, trees: Trees, computations: Computations) -> None:
+    def open(self, board: Board, trees: Trees, listing: Listing) -> None:
         """Show the processes on ``board`` from now on (called on the page's event loop)."""
         self.loop = asyncio.get_running_loop()
-        self.board, self.trees, self.computations = board, trees, computations
+        self.board, self.trees, self.listing = board, trees, listing
         self.tell()
         threading.Thread(target=self.relay, daemon=True).start()
 
@@ -97,7 +97,7 @@ class Processes(Stage):
                 "up": process.popen.poll() is None,
                 "ended": ending(process.popen.returncode),
                 "lines": list(self.latest[name]),
-                "restartable": name == "server" or name in GROUPS,
+                "restartable": name == "server" or name in GROUP_OF,
             }
             for name, process in list(self.topology.processes.items())
         ]
@@ -133,11 +133,11 @@ class Processes(Stage):
         """What follows when process ``name`` dies (a prompt's death is a scenario's to tell)."""
         if name == "server":
             return AFTER_KILL["postgres" if self.topology.kind == "postgres" else "server"]
-        return AFTER_KILL.get(GROUPS.get(name, ""))
+        return AFTER_KILL.get(GROUP_OF.get(name, ""))
 
     def restart(self, name: str) -> None:
         """Start the server, or a worker, again."""
-        if name != "server" and name not in GROUPS:
+        if name != "server" and name not in GROUP_OF:
             raise Busy(f"{name} is not a process this page starts")
         with self.act(f"{title(name)} is starting"):
             if (old := self.topology.processes.get(name)) and old.popen.poll() is None:
@@ -149,7 +149,7 @@ class Processes(Stage):
         if name == "server":
             self.topology.server()
         else:
-            self.topology.worker(GROUPS[name], name)
+            self.topology.worker(GROUP_OF[name], name)
 
     def play(self, name: str) -> None:
         """Begin scenario ``name`` on a thread of its own, or say at once why it cannot."""
@@ -174,7 +174,7 @@ class Processes(Stage):
 
     def revive(self) -> None:
         """Start whatever of the server and the workers is down, for a scenario to begin whole."""
-        for name in ("server", *GROUPS):
+        for name in ("server", *GROUP_OF):
             if self.topology[name].popen.poll() is not None:
                 self.begin(name)
                 self.say(f"started {title(name)}, for the scenario")
@@ -201,10 +201,10 @@ class Processes(Stage):
         """The page shows it as it is."""
 
     def prompt(self, id: str, name: str) -> Child:
-        self.on_loop(self.computations.add, id, ARTICLE, True)
+        self.on_loop(self.listing.add, id, ARTICLE, True)
         return super().prompt(id, name)
 
 
 def title(name: str) -> str:
     """A process as the page names it: exp/lhs, ops/ops1, the server, a prompt."""
-    return f"{GROUPS[name]}/{name}" if name in GROUPS else name
+    return f"{GROUP_OF[name]}/{name}" if name in GROUP_OF else name
