@@ -193,6 +193,8 @@ def test_requests_keep_their_index_plans_however_many_promises_are_kept(
     reset = "ALTER FUNCTION resonate.resonate_rpc(jsonb) RESET ALL; "
     reset += "ALTER FUNCTION resonate.resonate_rpc(jsonb) SET search_path = resonate, pg_temp"
     assert "Seq Scan on promises" in counting(plans(server.url, requests, reset))
+    # The outbox's dead rows are vacuumed every ten seconds.
+    assert query(server.url, "SHOW autovacuum_naptime") == [("10s",)]
     # Every function named in TUNING has its settings, in force in a new session.
     settings = query(
         server.url,
