@@ -305,9 +305,9 @@ def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str
     # The outbox is a queue: every message a row inserted, then deleted by a
     # drain, which finds the next one through an index that still holds every
     # dead row since the last vacuum. After a burst, with autovacuum's default
-    # minute between rounds, a drain read 68 buffers where it reads 8; every
-    # ten seconds keeps what a drain steps over to a few pages. (Autovacuum
-    # only works on a table whose dead rows pass its threshold.)
+    # minute between rounds, a drain read 68 buffers where it reads 8; with a
+    # round every ten seconds, 14. (Autovacuum only works on a table whose
+    # dead rows pass its threshold.)
     postgres += ["-c", "autovacuum_naptime=10s"]
     # Nothing more: every step is on disk when it is acknowledged (fsync,
     # synchronous_commit and full_page_writes keep their defaults, on), and
