@@ -3,13 +3,16 @@
     uv run python bench/bench.py             # the full set: about an hour
     uv run python bench/bench.py --quick     # a reduced set: a few minutes
     uv run --group bench python bench/bench.py --publish   # and update docs/
+    uv run --group bench python bench/bench.py --peers     # and Restate's and DBOS's
 
 Modes: embedded (the SDK's in-process server); standin (the stand-in, with
 exp/lhs, exp/rhs and one ops worker, each a process, on a free loopback port);
 resonate (the real server, ``resonate dev``, and the same workers) when
 ``resonate`` is on PATH; and postgres (resonator-postgres and the same
 workers) when RESONATE_PG_SQL names resonate.sql. Each mode runs alone, and
-every mode is driven by the same client code. It measures:
+every mode is driven by the same client code. With --peers, the same
+calculator on Restate and on DBOS (``bench/peers/``) too, driven by the same
+code, each on its own. It measures:
 
 - latency of balanced expressions (depth 1 to 9: 1,534 promises) and a
   chain, per mode;
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -51,7 +55,7 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 from resonate.resonate import DEFAULT_TTL
@@ -70,11 +74,20 @@ OPERATORS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
 # Whether each step is on disk before it is acknowledged (docs/benchmark.md
-# says how that was established): only Postgres, which commits every request
-# with fsync and synchronous_commit on. ``resonate dev`` keeps it in memory.
-DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
+# says how that was established, with bench/fsyncs.py): of Resonator's modes
+# only Postgres, which commits every request with fsync and synchronous_commit
+# on (``resonate dev`` keeps it in memory); of the peers, both.
+DURABLE = {
+    "embedded": False,
+    "standin": False,
+    "resonate": False,
+    "postgres": True,
+    "restate": True,
+    "dbos": True,
+}
 JOBS = (1, 16)  # --jobs of the batch throughput
 IN_FLIGHT = 16  # the throughput compared across modes
+WARM = 2 * IN_FLIGHT  # evaluations, IN_FLIGHT at a time, before each measurement
 # The pool: a balanced tree of operators that each take OP_DELAY seconds,
 # computed by 1, 2, 4, then 8 ops workers of one slot each.
 POOL_DEPTH, OP_DELAY, POOL = 6, 0.1, (1, 2, 4, 8)
@@ -139,41 +152,50 @@ def health(url: str) -> dict[str, Any]:
         return answer
 
 
+def value(expr: Expr) -> int:
+    """What ``expr`` comes to, by Python's own arithmetic: the oracle of every answer."""
+    match expr:
+        case (op, lhs, rhs):
+            x, y = value(lhs), value(rhs)
+            return x + y if op == "+" else x - y if op == "-" else x * y
+        case _:
+            return expr
+
+
 class Driver:
-    """A prompt's Resonate client in one mode, computing under fresh ids."""
+    """Evaluations under fresh ids, in one mode: timed, and each answer checked.
 
-    def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
-        self.mode, self.url, self.n = mode, url, 0
-        tracer = Tracer(mode)
-        self.resonate, self.connection = connect(
-            url, "prompt", f"bench-{mode}", DEFAULT_TTL, tracer, keep=keep
-        )
+    A mode says how to ``compute``; Resonator's modes (``Resonating``) and
+    the peers (``bench/peers/``) are all driven by this code.
+    """
 
-    async def __aenter__(self) -> Driver:
-        self.resonate.start()
-        if self.connection.link:
-            await self.connection.link.up.wait()
+    def __init__(self, mode: str) -> None:
+        self.mode, self.n = mode, 0
+
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.resonate.stop()
+        return None
+
+    async def compute(self, id: str, expr: Expr) -> object:
+        """The answer to ``expr``, computed under ``id``."""
+        raise NotImplementedError
 
     async def timed(self, expr: Expr) -> tuple[str, float]:
         self.n += 1
         id = f"bench-{self.mode}-{self.n}"
         start = time.perf_counter()
-        await self.resonate.options(target=EXP).run(id, "=", expr).result()
-        return id, time.perf_counter() - start
+        answer = await self.compute(id, expr)
+        elapsed = time.perf_counter() - start
+        if answer != value(expr):
+            raise AssertionError(f"{self.mode} answered {answer!r} to {id}, not {value(expr)}")
+        return id, elapsed
 
     async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
         for _ in range(warmup):
             await self.timed(expr)
         return [(await self.timed(expr))[1] for _ in range(runs)]
-
-    async def promises(self, expr: Expr) -> int:
-        """Durable promises one evaluation creates, counted on the server."""
-        id, _ = await self.timed(expr)
-        return count(await Reader(self.connection).tree(id))
 
     async def rate(self, expr: Expr, in_flight: int, total: int) -> float:
         """Evaluations per second with ``in_flight`` of them under way at all times."""
@@ -191,8 +213,37 @@ class Driver:
 
     async def throughput(self) -> float:
         """Evaluations per second of balanced depth 2, ``IN_FLIGHT`` at a time, once warm."""
-        await self.rate(balanced(2), IN_FLIGHT, 2 * IN_FLIGHT)  # connections, caches
+        await self.rate(balanced(2), IN_FLIGHT, WARM)  # connections, caches
         return await self.rate(balanced(2), IN_FLIGHT, 4 * IN_FLIGHT)
+
+
+class Resonating(Driver):
+    """A prompt's Resonate, in one of Resonator's modes."""
+
+    def __init__(self, mode: str, url: str | None, keep: int | None = None) -> None:
+        super().__init__(mode)
+        self.url = url
+        tracer = Tracer(mode)
+        self.resonate, self.connection = connect(
+            url, "prompt", f"bench-{mode}", DEFAULT_TTL, tracer, keep=keep
+        )
+
+    async def __aenter__(self) -> Self:
+        self.resonate.start()
+        if self.connection.link:
+            await self.connection.link.up.wait()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.resonate.stop()
+
+    async def compute(self, id: str, expr: Expr) -> object:
+        return await self.resonate.options(target=EXP).run(id, "=", expr).result()
+
+    async def promises(self, expr: Expr) -> int:
+        """Durable promises one evaluation creates, counted on the server."""
+        id, _ = await self.timed(expr)
+        return count(await Reader(self.connection).tree(id))
 
     def footprint(self, pid: int) -> tuple[int | None, int]:
         """Promises the server holds now (None: it does not say), and the KiB it takes.
@@ -236,7 +287,7 @@ async def latency(driver: Driver, workloads: dict[str, Expr], runs: int) -> dict
 
 
 async def history(
-    driver: Driver, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
+    driver: Resonating, pid: int, checkpoints: list[int], runs: int, workers: dict[str, int]
 ) -> dict[str, Any]:
     """One-operator latency, promises held and memory after each number of earlier evaluations.
 
@@ -247,7 +298,12 @@ async def history(
     for checkpoint in checkpoints:
         rate = await driver.rate(ONE, 16, checkpoint - done) if checkpoint > done else None
         done = checkpoint
-        samples = await driver.latencies(ONE, 3 * runs, warmup=0)  # single points: more samples
+        # Every point is measured as warm as the others: a fill at 16 in flight
+        # grows the processes' pools and the server's sessions, which the first
+        # point would otherwise be measured without. The warm-up is the same
+        # before every point, and counts in no point's history.
+        await driver.rate(ONE, 16, WARM)
+        samples = await driver.latencies(ONE, 3 * runs)  # single points: more samples
         done += 3 * runs
         point = {"after": checkpoint, "p50_ms": ms(samples, 50), "fill_per_s": rate}
         held, kib = driver.footprint(pid)
@@ -264,7 +320,7 @@ async def history(
     }
 
 
-async def protocol(driver: Driver, pid: int, runs: int) -> dict[str, float]:
+async def protocol(driver: Resonating, pid: int, runs: int) -> dict[str, float]:
     """Requests one operator takes, and what each costs the stand-in in CPU."""
     url = driver.url
     assert url is not None
@@ -302,11 +358,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         f"Python {platform.python_version()}",
         "runs_per_point": args.runs,
         "piped": args.piped,
-        "modes": {mode: {"durable_per_step": DURABLE[mode]} for mode in modes()},
+        "modes": {mode: {"durable_per_step": DURABLE[mode]} for mode in modes(args.peers)},
     }
     shapes = workloads(args)
     rows: dict[str, dict[str, Any]] = {}
-    async with Driver("embedded", None) as embedded:
+    async with Resonating("embedded", None) as embedded:
         for name, expr in shapes.items():
             operators, depth = size(expr)
             promises = await embedded.promises(expr)
@@ -316,10 +372,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows[name] |= figures
         report["modes"]["embedded"]["throughput_16_per_s"] = await embedded.throughput()
     report["batch_jobs"] = {"embedded": {str(n): piped(args.piped, None, n) for n in JOBS}}
-    for mode in list(report["modes"])[1:]:
+    for mode in modes()[1:]:
         with Topology(SERVERS[mode]) as topology:
             topology.standard()
-            async with Driver(mode, topology.url) as driver:
+            async with Resonating(mode, topology.url) as driver:
                 for name, figures in (await latency(driver, shapes, args.runs)).items():
                     rows[name] |= figures
                 report["modes"][mode]["throughput_16_per_s"] = await driver.throughput()
@@ -331,12 +387,31 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     server = topology["server"].popen.pid
                     report["protocol"] = await protocol(driver, server, args.runs)
             report["batch_jobs"][mode] = {str(n): piped(args.piped, topology.url, n) for n in JOBS}
-    for mode, figures in report["modes"].items():
-        figures["requests_per_operator"] = requests(mode, args.runs)
+    for peer in set(report["modes"]) - set(modes()):
+        await compare(peer, report, rows, shapes, args.runs)
+    for mode in modes():
+        report["modes"][mode]["requests_per_operator"] = requests(mode, args.runs)
     report["workloads"] = list(rows.values())
     report["batch_seconds"] = {str(n): piped(n, None) for n in args.batch}
     report["pool"] = await pools(args)
     return report
+
+
+async def compare(
+    peer: str,
+    report: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    shapes: dict[str, Expr],
+    runs: int,
+) -> None:
+    """A peer's latencies (into ``rows``) and throughput (into ``report``), on its own."""
+    from bench.peers import running
+
+    with running(peer) as (computing, _):
+        async with computing as driver:
+            for name, figures in (await latency(driver, shapes, runs)).items():
+                rows[name] |= figures
+            report["modes"][peer]["throughput_16_per_s"] = await driver.throughput()
 
 
 def requests(mode: str, runs: int) -> float:
@@ -351,9 +426,21 @@ def requests(mode: str, runs: int) -> float:
     return float(done.stdout.split()[-1])
 
 
-def modes() -> list[str]:
-    """The modes this machine can run: embedded, and each server that is there."""
-    return ["embedded", *(mode for mode, server in SERVERS.items() if not missing(server))]
+def modes(peers: bool = False) -> list[str]:
+    """The modes this machine can run: embedded, each server that is there; and the peers.
+
+    A peer asked for that cannot run here is an error, not a column left out.
+    """
+    ours = ["embedded", *(mode for mode, server in SERVERS.items() if not missing(server))]
+    if not peers:
+        return ours
+    from bench.peers import PEERS
+    from bench.peers import missing as absent
+
+    for peer in PEERS:
+        if why := absent(peer):
+            raise SystemExit(f"bench: --peers: cannot run {peer}: {why}")
+    return [*ours, *PEERS]
 
 
 def workloads(args: argparse.Namespace) -> dict[str, Expr]:
@@ -367,14 +454,14 @@ async def remember(args: argparse.Namespace, keep: int | None) -> dict[str, Any]
     ``resonate dev`` has no such setting: it keeps every promise, in both tables.
     """
     runs = {}
-    embedded = Driver("embedded", None, keep)
+    embedded = Resonating("embedded", None, keep)
     async with embedded:
         runs["embedded"] = await history(embedded, os.getpid(), args.history, args.runs, {})
     for mode in modes()[1:]:
         keeping = () if mode == "resonate" else ("--keep", str(keep or 10**9))
         with Topology(SERVERS[mode], server_args=keeping) as topology:
             topology.standard()
-            async with Driver(mode, topology.url) as remote:
+            async with Resonating(mode, topology.url) as remote:
                 pid = topology["server"].popen.pid
                 workers = {name: topology[name].popen.pid for name in ("lhs", "rhs", "ops")}
                 runs[mode] = await history(remote, pid, args.history, args.runs, workers)
@@ -389,6 +476,8 @@ NAMES = {
     "standin": "stand-in",
     "resonate": "resonate",
     "postgres": "Postgres",
+    "restate": "Restate",
+    "dbos": "DBOS",
 }
 
 
@@ -436,7 +525,7 @@ async def pool(
         topology.server()
         for pid in ("lhs", "rhs"):
             topology.worker("exp", pid)
-        async with Driver(mode, topology.url) as driver:
+        async with Resonating(mode, topology.url) as driver:
             names: list[str] = []
             for size in sizes:
                 while len(names) < size:
@@ -510,7 +599,8 @@ def ceiling(run: dict[str, Any], operators: int) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     modes = report["modes"]
     # Each ratio as a column: the stand-in's to embedded, and Postgres's to the stand-in.
-    ratios = [(a, b) for a, b in (("standin", "embedded"), ("postgres", "standin")) if a in modes]
+    pairs = (("standin", "embedded"), ("postgres", "standin"), ("postgres", "restate"))
+    ratios = [(a, b) for a, b in pairs if a in modes and b in modes]
     head = (
         "| workload | operators | promises | "
         + " | ".join(f"{NAMES[mode]} p50 ms | {NAMES[mode]} p95 ms" for mode in modes)
@@ -531,9 +621,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for mode, m in modes.items():
         rate = m["throughput_16_per_s"]
+        asked = f"{m['requests_per_operator']:.1f}" if "requests_per_operator" in m else "-"
         lines.append(
             f"| {NAMES[mode]} | {'yes' if m['durable_per_step'] else 'no'} "
-            f"| {m['requests_per_operator']:.1f} | {rate:.1f} | {rate / standin:.2f}x |"
+            f"| {asked} | {rate:.1f} | {rate / standin:.2f}x |"
         )
     flights = ", ".join(f"{n} in flight: {v:.0f}/s" for n, v in report["throughput_per_s"].items())
     protocol, batch_s = report["protocol"], report["batch_seconds"]
@@ -648,7 +739,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (shapes, history) = plt.subplots(1, 2, figsize=(11, 4.5))
-    styles = {"embedded": ":", "standin": "-", "resonate": "-.", "postgres": "--"}
+    styles: dict[str, Any] = {"embedded": ":", "standin": "-", "resonate": "-.", "postgres": "--"}
+    styles |= {"restate": (0, (5, 1)), "dbos": (0, (1, 3))}  # the peers, when measured
     for mode, style in styles.items():
         for shape, marker in (("balanced", "o"), ("chain", "s")):
             rows = [r for r in report["workloads"] if r["workload"].startswith(shape)]
@@ -656,7 +748,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
                 shapes.plot(
                     [r["operators"] for r in rows],
                     [r[f"{mode}_p50_ms"] for r in rows],
-                    style,
+                    linestyle=style,
                     marker=marker,
                     label=f"{shape}, {NAMES[mode]}",
                 )
@@ -748,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the numbers go (default: %(default)s, not tracked)",
     )
     cli.add_argument(
+        "--peers",
+        action="store_true",
+        help="also the same calculator on Restate and on DBOS (bench/peers/; the bench group)",
+    )
+    cli.add_argument(
         "--publish",
         action="store_true",
         help="also write the figures into docs/benchmark.md and draw docs/bench.png",
@@ -779,4 +876,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As a script, this file's folder comes first on the path, and there
+    # ``bench`` is this file; the peers import the package ``bench/``. This
+    # file runs as the package's module, then, one copy of it for all.
+    sys.path[0] = str(ROOT)
+    sys.exit(importlib.import_module("bench.bench").main())

@@ -430,13 +430,13 @@ def markdown(reports: dict[str, dict[str, Any]]) -> str:
 
 def drive(url: str, spec: str) -> None:
     """A prompt for --compare: evaluates what stdin asks, says what it measured on stdout."""
-    from bench.bench import Driver, balanced
+    from bench.bench import Resonating, balanced
 
     variant(spec.partition("@")[0])
     logging.getLogger("resonator").setLevel(logging.ERROR)
 
     async def serve() -> None:
-        async with Driver(spec.partition("+")[0], url) as driver:
+        async with Resonating(spec.partition("+")[0], url) as driver:
             while line := await asyncio.to_thread(sys.stdin.readline):
                 what, depth, count = line.split()
                 expr = balanced(int(depth))

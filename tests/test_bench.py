@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
-from bench import bench
+from bench import bench, peers
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,3 +87,32 @@ def test_a_bad_argument_is_a_usage_error_before_anything_runs(
         bench.main(argv)
     assert exit_.value.code == 2
     assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("peer", peers.PEERS)
+def test_a_peer_computes_what_python_computes(peer: str) -> None:
+    """Each peer's calculator, as the benchmark drives it: every answer is checked.
+
+    It needs the bench group (and, for Restate, ``npm ci --prefix
+    bench/peers``): ``uv run --group bench pytest -m peers``, as CI runs it
+    (.ci/run). The README's ``uv run pytest`` leaves it out.
+    """
+    if why := peers.missing(peer):
+        pytest.skip(why)
+    shapes = [bench.balanced(1), bench.balanced(3), bench.chain(3), ("*", ("-", 1, 9), 7)]
+
+    async def compute(driver: bench.Driver) -> float:
+        async with driver:
+            for expr in shapes:
+                await driver.timed(expr)  # which raises on a wrong answer
+            return await driver.rate(bench.balanced(2), 4, 8)  # four at once
+
+    with peers.running(peer) as (driver, topology):
+        assert asyncio.run(compute(driver)) > 0
+        assert driver.n == len(shapes) + 8
+        # Nothing the peer runs has a child of its own that would outlive the
+        # kill at the end (resonator-postgres's Postgres dies with it).
+        for name, process in topology.processes.items():
+            children = subprocess.run(["pgrep", "-P", str(process.popen.pid)], check=False)
+            assert name == "server" or children.returncode == 1, name

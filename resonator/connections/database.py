@@ -65,6 +65,23 @@ DRAIN = (
 )
 
 
+class Warmest(AsyncConnectionPool[psycopg.AsyncConnection[object]]):
+    """A pool that hands out the connection returned last, not the one idle longest.
+
+    psycopg_pool reuses its connections first-in-first-out, so after a burst
+    of work has grown the pool every request goes to the backend that has
+    waited longest, whose caches (compiled functions, plans, the catalog)
+    have gone cold. Taking the last one back keeps a few backends warm, and
+    the rest idle until the pool closes them (the one idle longest first).
+    """
+
+    async def _get_ready_connection(
+        self, timeout: float | None
+    ) -> psycopg.AsyncConnection[object] | None:
+        self._pool.rotate(1)  # the one returned last to the front, where the pool takes from
+        return await super()._get_ready_connection(timeout)
+
+
 class OneTrip:
     """Sessions in which each statement is a transaction of its own: one round trip a request.
 
@@ -84,7 +101,7 @@ class OneTrip:
 
     def __init__(self, url: str, size: int = 16) -> None:
         self.url = url
-        self.pool = AsyncConnectionPool(
+        self.pool = Warmest(
             url,
             kwargs={"autocommit": True, "prepare_threshold": 0},
             configure=self.configure,

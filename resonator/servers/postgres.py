@@ -97,6 +97,43 @@ TIMED = (
     "WHERE resonate._promise_timed(promises)"
 )
 
+# Settings of resonate.sql's objects, applied at every start like ``TIMED``;
+# each keeps the cost of a step from growing with the history kept, and none
+# changes what a function does.
+TUNING = (
+    # Every request is one call of resonate_rpc, whose statements each touch a
+    # handful of rows by key; a session plans each statement once and keeps the
+    # plan until the table's statistics change. Planned while a table is small,
+    # a statement hashes or scans it whole, and keeps doing so as it grows:
+    # task_suspend counts the awaited promises by joining
+    # jsonb_array_elements(p_actions) (taken for 100 elements; it has two) to
+    # promises with a hash join over all of them (the whole call read 35
+    # buffers on a fresh database, 300 after 1,000 evaluations, 500 after
+    # 3,000); the lookups of callbacks, listeners and task_resumes by key read
+    # every page of those tables, dead rows included, 2 buffers a call once
+    # vacuumed and 30 after a burst. Without sequential scans, hash and merge
+    # joins, every plan left is the index's, a few buffers at every size. As
+    # settings of the function, they hold in every session, for the requests
+    # (task_heartbeat and every function a request calls inherit them) and
+    # the drains: the outbox, read whole, took 8 buffers a drain once vacuumed
+    # and 100 after a burst. docs/upstream-resonate-pg.md has the reports.
+    *(
+        f"ALTER FUNCTION resonate.{function} "
+        "SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off"
+        for function in (
+            "resonate_rpc(jsonb)",
+            "dequeue_execute(text, integer)",
+            "dequeue_unblock(text, integer)",
+        )
+    ),
+    # Every settlement runs ``DELETE FROM outbox WHERE task_id = ...``
+    # (_cascade_settle), and no index of resonate.sql has task_id: each read
+    # the whole outbox, dead rows too, 3 buffers a call when it was vacuumed
+    # and 50 after a burst. This index makes it a lookup.
+    "CREATE INDEX IF NOT EXISTS resonator_outbox_task_id ON resonate.outbox (task_id) "
+    "WHERE task_id IS NOT NULL",
+)
+
 
 class CannotStart(Exception):
     """Why the database cannot be started, in one line."""
@@ -265,6 +302,13 @@ def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str
     # test_resonate_sql_settles_a_child_beside_its_parents_suspend_without_a_deadlock
     # makes the two meet (a strict xfail); drop this once it passes.
     postgres += ["-c", "deadlock_timeout=20ms"]
+    # The outbox is a queue: every message a row inserted, then deleted by a
+    # drain, which finds the next one through an index that still holds every
+    # dead row since the last vacuum. After a burst, with autovacuum's default
+    # minute between rounds, a drain read 68 buffers where it reads 8; with a
+    # round every ten seconds, 14. (Autovacuum only works on a table whose
+    # dead rows pass its threshold.)
+    postgres += ["-c", "autovacuum_naptime=10s"]
     # Nothing more: every step is on disk when it is acknowledged (fsync,
     # synchronous_commit and full_page_writes keep their defaults, on), and
     # the settings that trade that away for speed are not for a durable mode.
@@ -291,7 +335,7 @@ def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str
 
 
 def install(conninfo: str, text: str) -> None:
-    """Create the database and apply the schema ``text`` the first time; make ``TIMED``."""
+    """Create the database, apply the schema ``text`` the first time; ``TIMED`` and ``TUNING``."""
     with psycopg.connect(conninfo, dbname="postgres", autocommit=True) as admin:
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
             admin.execute(f"CREATE DATABASE {DATABASE}")
@@ -303,7 +347,8 @@ def install(conninfo: str, text: str) -> None:
             database.add_notice_handler(lambda notice: None)
             database.execute(text.encode())
             log.info("applied resonate.sql")
-        database.execute(TIMED)
+        for statement in (TIMED, *TUNING):
+            database.execute(statement)
 
 
 def set_password(admin: str, secret: str) -> None:
