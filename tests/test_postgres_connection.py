@@ -23,7 +23,7 @@ from resonator.connections.database import OneTrip
 from resonator.connections.link import Link
 from resonator.connections.timers import KeepSweeping
 from resonator.harness.processes import Topology
-from resonator.servers.postgres import TIMED, TUNING
+from resonator.servers.postgres import ROOTS, SETTLED_ROOTS, TIMED, TUNING
 from tests.helpers import ARTICLE, available
 
 if TYPE_CHECKING:
@@ -78,6 +78,14 @@ def test_the_timer_sweep_reads_only_the_promises_that_are_due(server: Topology) 
     plan = "\n".join(row[0] for row in query(server.url, f"EXPLAIN {sweep}"))
     assert "resonator_promises_due" in plan
     assert "Seq Scan" not in plan
+
+
+def test_forgetting_old_computations_reads_only_the_settled_roots(server: Topology) -> None:
+    assert SETTLED_ROOTS.startswith("CREATE INDEX IF NOT EXISTS resonator_roots_settled ")
+    roots = ROOTS.replace("%(n)s", "1001")
+    plan = "\n".join(row[0] for row in query(server.url, f"EXPLAIN {roots}"))
+    assert "resonator_roots_settled" in plan
+    assert "Seq Scan" not in plan and "Sort" not in plan
 
 
 def test_a_drain_takes_every_message_however_many(server: Topology) -> None:
