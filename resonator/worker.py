@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ async def take_work(resonate: Resonate, connection: Connection, name: str) -> in
         # again now and then, quietly, in case the server is given this token.
         log.error("resonator: %s; retrying", denial)
         await link.up.wait()
-    log.info("worker started: %s", name)
+    # Its process number is what to `kill -9` to crash it (docs/distributed.md).
+    log.info("worker started: %s (process %d)", name, os.getpid())
     await asyncio.Future()  # until cancelled
     return 0

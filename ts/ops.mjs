@@ -21,7 +21,7 @@ const encryptor = { encrypt: (value) => value, decrypt };
 
 // The SDK logs JSON; the line a reader (and a test) waits for is that the stream is open.
 const say = (fields, msg) => console.error(`${name}: ${msg}${fields.error ? `: ${fields.error}` : ""}`);
-const open = (_, msg) => msg === "adapter connected" && console.log(`worker started: group=${GRP} pid=${PID}`);
+const open = (_, msg) => msg === "adapter connected" && console.log(`worker started: group=${GRP} pid=${PID} (process ${process.pid})`);
 const logger = { debug() {}, info: open, warn: say, error: say };
 // The SDK's lease is in milliseconds; RESONATOR_TTL, as for the Python workers, in seconds.
 const resonate = new Resonate({ url, group: GRP, pid: PID, ttl: 1000 * Number(RESONATOR_TTL), encryptor, logger });

@@ -184,7 +184,7 @@ class Process:
 
 
 def started(worker: Process, group: str, pid: str) -> None:
-    worker.wait_for(f"^worker started: group={group} pid={pid}$")
+    worker.wait_for(rf"^worker started: group={group} pid={pid} \(process \d+\)$")
 
 
 class Topology:
