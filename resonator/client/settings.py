@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from resonate.resonate import DEFAULT_TTL
 
 from resonator.connections import healthy
-from resonator.servers import KEEP, OneLine, positive
+from resonator.servers import KEEP, OneLine, Parser, positive
 
 DEFAULT_URL = "http://localhost:8001"
 SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
@@ -71,7 +71,7 @@ class Settings:
 
 
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator",
         description="A distributed calculator on durable promises. With GRP set it is a\n"
         "worker; otherwise the prompt: give expressions as arguments, pipe them in,\n"

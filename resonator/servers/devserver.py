@@ -30,7 +30,6 @@ promise. Run it with ``resonator-devserver`` (``--help`` for the flags).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -53,7 +52,7 @@ from resonate.connections.local import unwrap_request_envelope
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.servers import KEEP, OneLine, positive, wire
+from resonator.servers import KEEP, OneLine, Parser, positive, wire
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -360,7 +359,7 @@ def loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-devserver",
         description="An in-memory Resonate server: the SDK's server model over HTTP.",
     )

