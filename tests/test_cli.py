@@ -245,6 +245,53 @@ def test_a_url_without_a_host_is_a_usage_error(url: str) -> None:
     assert done.stderr == f"resonator: --url names no host: {url!r}\n"
 
 
+def test_an_empty_expression_given_is_an_error_in_one_line() -> None:
+    done = resonator("--local", "", "1 + 1", " \t ")
+    assert (done.returncode, done.stdout) == (1, "2\n")
+    assert done.stderr.splitlines()[1:] == ["syntax error: empty expression"] * 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "https://localhost:8x01",
+        "postgresql://postgres@127.0.0.1:70000/resonate",
+    ],
+)
+def test_a_url_whose_port_cannot_be_is_a_usage_error_that_names_it(url: str) -> None:
+    given: list[tuple[list[str], dict[str, str], str]] = [
+        (["--url", url], {}, "--url"),
+        ([], {"RESONATE_URL": url}, "RESONATE_URL"),
+    ]
+    for args, env, named in given:
+        done = resonator(*args, "1 + 2", **env)
+        assert (done.returncode, done.stderr) == (
+            2,
+            f"resonator: {named} names no port a server can listen on (1 to 65535): {url!r}\n",
+        )
+
+
+def test_a_real_server_not_on_path_is_said_with_how_to_put_it_there() -> None:
+    # Only the directory of this Python on PATH: no `resonate` there.
+    env = clean_environment() | {"PATH": os.path.dirname(sys.executable)}
+    for program in ("resonator.web.app", "resonator.terminal.demo"):
+        done = subprocess.run(
+            [sys.executable, "-m", program, "--server", "resonate"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2
+        assert done.stderr.endswith(
+            ": no real Resonate server: `resonate` is not on PATH; put the directory that "
+            "holds it on PATH (docs/servers.md says which build works)\n"
+        ), done.stderr
+
+
 @pytest.mark.parametrize("text", ["", "((((", ")", "1 +* 2", "\x00", "9" * 5000, "é", "1.5"])
 def test_nonsense_never_shows_a_traceback(text: str) -> None:
     done = resonator("--local", stdin=text + "\n1\n")
@@ -294,8 +341,8 @@ def test_a_url_of_no_known_scheme_is_a_usage_error_at_once(url: str, named: str)
     done = resonator(*args, "1 + 2", **env)
     assert done.returncode == 2
     assert done.stderr == (
-        f"resonator: {named} must start with http://, https://, postgresql://, "
-        f"postgres://, not {url!r}\n"
+        f"resonator: {named} must start with http://, https://, postgresql:// or "
+        f"postgres://: {url!r}\n"
     )
 
 

@@ -269,6 +269,17 @@ def test_quit_exit_and_help_say_what_to_do_and_q_quits(quit: str) -> None:
     assert "unknown command" not in terminal.transcript
 
 
+def test_q_with_something_after_it_says_what_q_takes() -> None:
+    with Terminal() as terminal:
+        terminal.ready()
+        terminal.type(":q now\r")
+        terminal.showing(":q takes nothing after it: type :q alone to quit")
+        terminal.ready()
+        terminal.type(":quit\r")
+        assert terminal.exit_status() == 0
+    assert "unknown command" not in terminal.transcript
+
+
 def test_watch_returns_to_the_prompt_when_the_root_settles_and_on_ctrl_c() -> None:
     with Terminal("--local", RESONATOR_OP_DELAY="1") as terminal:
         terminal.ready()

@@ -125,10 +125,8 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         cli.error("--id names one invocation: give exactly one EXPR with it")
     settings = environment(args.url)
     named = "--url" if args.url else "RESONATE_URL"
-    if settings.url and not settings.url.startswith(SCHEMES):
-        cli.error(f"{named} must start with {', '.join(SCHEMES)}, not {settings.url!r}")
-    if settings.url and settings.url.startswith("http") and not urlsplit(settings.url).hostname:
-        cli.error(f"{named} names no host: {settings.url!r}")
+    if settings.url and (wrong := what_is_wrong(settings.url)):
+        cli.error(f"{named} {wrong}: {settings.url!r}")
     if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
         cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
     if args.local:
@@ -144,6 +142,19 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     elif args.expressions or args.id or not sys.stdin.isatty():
         role = "batch"
     return args, dataclasses.replace(settings, role=role)
+
+
+def what_is_wrong(url: str) -> str | None:
+    """Why ``url`` cannot name a Resonate server, or None if it can."""
+    if not url.startswith(SCHEMES):
+        return f"must start with {', '.join(SCHEMES[:-1])} or {SCHEMES[-1]}"
+    if url.startswith("http") and not urlsplit(url).hostname:
+        return "names no host"
+    try:
+        port = urlsplit(url).port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    return "names no port a server can listen on (1 to 65535)" if port == 0 else None
 
 
 def environment(url: str | None) -> Settings:

@@ -73,9 +73,12 @@ def binary(server: str) -> str:
 def missing(server: str) -> str | None:
     """Why ``server`` cannot run here, or None if it can."""
     if server == "postgres" and not os.environ.get("RESONATE_PG_SQL"):
-        return "no resonate.sql: set RESONATE_PG_SQL to run the tests on Postgres"
+        return "no resonate.sql: set RESONATE_PG_SQL to its path (docs/postgres.md)"
     if server.startswith("resonate") and not shutil.which(binary(server)):
-        return f"no real Resonate server: `{binary(server)}` is not on PATH"
+        return (
+            f"no real Resonate server: `{binary(server)}` is not on PATH; put the directory "
+            "that holds it on PATH (docs/servers.md says which build works)"
+        )
     return None
 
 

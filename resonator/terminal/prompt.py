@@ -153,6 +153,8 @@ class Conversation:
             print("Ctrl-D or :q quits.")
         elif name == ":help":
             print(HELP)
+        elif name in QUIT:
+            print(f"{name} takes nothing after it: type {name} alone to quit")
         elif name not in (":tree", ":watch"):
             print(f"unknown command {name}; :help lists the commands")
         elif not id:
