@@ -363,12 +363,19 @@ def test_while_it_waits_the_prompt_shows_how_far_the_computation_is(state: dict[
         terminal.type("(1 + 2) * (3 - 4)\r")
         status = "promises settled (Ctrl-C stops waiting; the computation goes on)"
         waiting = terminal.showing(status)
-        assert re.search(r"^\d+ of \d+ promises settled", waiting, re.MULTILINE), waiting
+        assert re.search(r"^\d+ of 10 promises settled", waiting, re.MULTILINE), waiting
         # It goes with the answer.
         assert status not in terminal.showing("= -3")
         terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0
+    # Out of all ten the tree will have (README), from the first look on: a
+    # count of those created so far would grow as the computation goes.
+    shown = re.findall(r"(\d+) of (\d+) promises settled", terminal.transcript)
+    assert shown, terminal.transcript
+    assert {total for _, total in shown} == {"10"}, shown
+    settled = [int(n) for n, _ in shown]
+    assert settled == sorted(settled), shown
 
 
 def test_tree_and_watch_say_each_state_in_the_same_words_and_fit_the_terminal() -> None:

@@ -199,14 +199,33 @@ class Calculator:
         except ResonateError as error:
             raise Failed(f"error: {error}") from None
 
-    async def progress(self, id: str, every: float) -> AsyncIterator[tuple[int, int]]:
-        """How far computation ``id`` is, every ``every`` seconds: (promises settled, created)."""
+    async def progress(self, id: str, text: str, every: float) -> AsyncIterator[tuple[int, int]]:
+        """How far computation ``id`` of ``text`` is, every ``every`` seconds.
+
+        (promises settled, promises in all): all those its tree will have,
+        not those created so far, which grow in number as it goes.
+        """
+        try:
+            in_all = promises(parse(text))
+        except ParseError:
+            return  # no computation: ``compute`` says why
         reader = self.reader()
         while True:
             await asyncio.sleep(every)
             with contextlib.suppress(ResonateError):  # not created yet, or the server away
                 if root := await reader.tree(id):
-                    yield tally(root)
+                    settled, _ = tally(root)
+                    yield settled, in_all
+
+
+def promises(expr: Expr) -> int:
+    """How many promises computing ``expr`` takes: its own, and for an operation
+    those of its operands and one for its operator."""
+    match expr:
+        case [_, lhs, rhs]:
+            return 2 + promises(lhs) + promises(rhs)
+        case _:
+            return 1
 
 
 def new_id() -> str:
