@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resonator.harness.processes import WAIT, Topology, free_port, python, started
+from resonator.harness.processes import (
+    RESONATE_LOG,
+    WAIT,
+    Topology,
+    free_port,
+    python,
+    started,
+)
 from tests.helpers import ARTICLE, ROOT, available, javascript
 
 if TYPE_CHECKING:
@@ -82,7 +89,32 @@ def test_each_procfile_starts_a_topology_that_computes(procfile: str) -> None:
         assert (done.returncode, done.stdout) == (0, "-3\n"), done.stderr
 
 
-# The README's crash under honcho: the environment it starts honcho with.
+def test_the_real_servers_line_logs_its_start_and_then_only_what_goes_wrong() -> None:
+    line = recipe("Procfile.resonate")["server"]
+    setting = re.match(r"RUST_LOG=(\S+) ", line)
+    assert setting, line
+    # docs/servers.md shows the same line, and the tests start it so.
+    assert f"RUST_LOG={setting.group(1)} resonate dev" in (ROOT / "docs" / "servers.md").read_text()
+    assert setting.group(1) == RESONATE_LOG
+    with Topology(available("resonate")) as topology:
+        port = free_port()
+        topology.url = f"http://127.0.0.1:{port}"
+        server = topology.start(
+            "server",
+            ["sh", "-c", on_its_own("Procfile.resonate", "server", line, port, topology.files())],
+        )
+        listening = server.wait_for(LISTENING["Procfile.resonate"])
+        for group, pid in (("exp", "lhs"), ("exp", "rhs"), ("ops", "ops")):
+            topology.worker(group, pid)
+        done = topology.calculate(ARTICLE)
+        assert (done.returncode, done.stdout) == (0, "-3\n"), done.stderr
+        start = server.lines.index(listening.string)
+        plain = [re.sub(r"\x1b\[[0-9;]*m", "", said) for said in server.lines]
+        assert len(plain[:start]) == 6, plain  # its settings, before it listens
+        told = [said for said in plain[start + 1 :] if not re.search(r" (WARN|ERROR) ", said)]
+        assert told == [], told
+
+
 UNDER_HONCHO = re.compile(r"^((?:\w+=\S+ )+)uv run honcho start$", re.MULTILINE)
 # What honcho prints of a process it started: "12:00:00 lhs.1    | the line".
 SAID = r"^\S+ {name}\.1 +\| "

@@ -24,7 +24,7 @@ import pyte
 import pytest
 
 from resonator.harness.processes import WAIT, Topology, free_port
-from tests.helpers import available, kill, oracle
+from tests.helpers import available, kill, leased, oracle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -222,6 +222,23 @@ def test_a_server_out_of_reach_ends_the_prompt_at_once_before_it_is_drawn(term: 
     assert terminal.transcript.strip() == (
         f"resonator: cannot reach the Resonate server at {url} (connection refused)"
     )
+
+
+def test_a_computation_a_restarted_server_forgot_is_said_and_the_prompt_goes_on() -> None:
+    # As docs/distributed.md says: the error, and the ❯ again (a batch exits 1).
+    with Topology(RESONATOR_TTL="2") as topology:
+        leased(topology)
+        kill(topology["lhs"])  # so that the computation is still waiting
+        with Terminal("--url", topology.url) as terminal:
+            terminal.ready()
+            terminal.type("(1 + 2) * (3 - 4)\r")
+            topology["rhs"].wait_for(r"= 3 - 4  \[\w+:2\]$")
+            kill(topology["server"])
+            topology.server()  # same port, empty memory
+            terminal.showing("error: the server no longer has computation ")
+            terminal.ready()
+            terminal.type("\x04")
+            assert terminal.exit_status() == 0
 
 
 def test_ctrl_c_while_waiting_for_a_server_gone_stops_the_wait_every_time() -> None:

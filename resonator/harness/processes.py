@@ -61,8 +61,11 @@ RESONATE_FLAGS = (
     "--messages-poll-interval",
     "10",
 )
-# Its log: that it listens, and what it refuses, but not every request.
-RESONATE_LOG = "warn,resonate=info,resonate::server=warn"
+# Its log: its settings and that it listens, then only what goes wrong; not a
+# line for every request (server), connection (transport) or task sent (processing).
+RESONATE_LOG = (
+    "warn,resonate=info,resonate::server=warn,resonate::transport=warn,resonate::processing=warn"
+)
 
 
 def binary(server: str) -> str:
