@@ -26,7 +26,9 @@ def create(id: str, target: str) -> dict[str, Any]:
     return envelope("promise.create", id=id, timeoutAt=2**62, param={}, tags=tags)
 
 
-class Client:
+class StandIn:
+    """A stand-in served in this process, and an HTTP session to it."""
+
     def __init__(self, dev: DevServer, server: TestServer, session: aiohttp.ClientSession) -> None:
         self.dev, self.server, self.session = dev, server, session
 
@@ -58,14 +60,14 @@ class Client:
 
 
 @asynccontextmanager
-async def devserver() -> AsyncIterator[Client]:
+async def devserver() -> AsyncIterator[StandIn]:
     dev = DevServer()
     server = TestServer(dev.app(), host="127.0.0.1")
     await server.start_server()
     dev.url = str(server.make_url("")).rstrip("/")
     try:
         async with aiohttp.ClientSession() as session:
-            yield Client(dev, server, session)
+            yield StandIn(dev, server, session)
     finally:
         await server.close()
 

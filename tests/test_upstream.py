@@ -5,7 +5,7 @@ because upstream does not. The day one passes, upstream is fixed, the suite
 fails on the XPASS, and the workaround it names can go. docs/workarounds.md
 lists them all, with the versions and the workaround of each; the twin of
 each test, with Resonator's workaround in place, passes elsewhere in the
-suite. (Two defects have no test here, and the page says why.)
+suite. (One defect has no test here, and the page says why.)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from resonate_pg import PostgresConnection
 from resonator.connections import shut_down
 from resonator.connections.link import Link
 from resonator.connections.timers import KeepSweeping
-from resonator.harness.processes import Topology
+from resonator.harness.processes import WAIT, Topology
 from tests.helpers import available, envelope
 from tests.test_devserver import devserver
 from tests.test_servers import post
@@ -62,7 +63,9 @@ def task_state(url: str, id: str) -> str:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its SSE listener ends for good on a session timeout"
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its SSE listener ends for good on a session timeout",
 )
 def test_the_sdks_listener_outlives_its_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """``connections/sse.py`` (KeepListening) works around this."""
@@ -94,6 +97,7 @@ async def noop(ctx: Context, x: int) -> int:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="resonate-sdk 0.8.1: its periodic check takes a promise being created for a lost one",
 )
 def test_the_sdks_periodic_check_leaves_a_promise_being_created_alone() -> None:
@@ -138,6 +142,7 @@ async def holding(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="resonate-sdk 0.8.1: one heartbeat for all tasks, refused across computations",
 )
 def test_the_sdks_heartbeat_keeps_the_leases_of_two_computations() -> None:
@@ -165,6 +170,7 @@ def test_the_sdks_heartbeat_keeps_the_leases_of_two_computations() -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="resonate-sdk 0.8.1: its heartbeat knows a task by its id alone",
 )
 def test_the_sdks_heartbeat_keeps_a_task_taken_again_when_its_last_run_ends() -> None:
@@ -194,7 +200,9 @@ def test_the_sdks_heartbeat_keeps_a_task_taken_again_when_its_last_run_ends() ->
 
 
 @pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its reconnection ladder waits up to 60 s"
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its reconnection ladder waits up to 60 s",
 )
 def test_the_sdks_reconnection_notices_a_server_back_within_seconds() -> None:
     """``BACKOFF`` (connections/link.py) works around this.
@@ -207,7 +215,11 @@ def test_the_sdks_reconnection_notices_a_server_back_within_seconds() -> None:
     assert max(ladder.delay(attempt) for attempt in range(20)) <= 2.0
 
 
-@pytest.mark.xfail(strict=True, reason="resonate-sdk 0.8.1: stop() waits for the work in hand")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: stop() waits for the work in hand",
+)
 def test_the_sdks_stop_does_not_wait_for_an_operator_taking_its_time() -> None:
     """``shut_down`` (connections/__init__.py) works around this.
 
@@ -240,6 +252,7 @@ def test_the_sdks_stop_does_not_wait_for_an_operator_taking_its_time() -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="resonate-sdk 0.8.1: an argument of a recursive type cannot be converted",
 )
 def test_the_sdk_calls_a_function_whose_argument_has_a_recursive_type() -> None:
@@ -296,7 +309,9 @@ def create(state: ServerState, id: str, branch: str) -> dict[str, Any]:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its model reads every promise to preload a branch"
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its model reads every promise to preload a branch",
 )
 def test_the_sdks_model_preloads_a_branch_without_reading_every_promise() -> None:
     """``IndexedServerState`` (servers/model.py) works around this (and likewise for a settle).
@@ -316,7 +331,11 @@ def test_the_sdks_model_preloads_a_branch_without_reading_every_promise() -> Non
     assert state.promises.handed <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="resonate-sdk 0.8.1: its model answers in words of its own")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its model answers in words of its own",
+)
 def test_the_sdks_model_answers_a_create_as_the_real_server_does() -> None:
     """``servers/wire.py`` works around this: the stand-in answers in the real server's words.
 
@@ -340,7 +359,9 @@ def tags(id: str) -> dict[str, str]:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its model takes a release at any version"
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its model takes a release at any version",
 )
 def test_the_sdks_model_refuses_a_release_at_a_version_not_the_tasks() -> None:
     """``IndexedServerState.stale`` (servers/model.py) works around this.
@@ -357,7 +378,9 @@ def test_the_sdks_model_refuses_a_release_at_a_version_not_the_tasks() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="resonate-sdk 0.8.1: its model renews tasks of two origins at once"
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-sdk 0.8.1: its model renews tasks of two origins at once",
 )
 def test_the_sdks_model_refuses_a_heartbeat_across_origins() -> None:
     """``IndexedServerState.apply`` (servers/model.py) works around this.
@@ -402,6 +425,7 @@ def ours(url: str) -> PostgresConnection:
             upstream,
             marks=pytest.mark.xfail(
                 strict=True,
+                raises=AssertionError,
                 reason="resonate-pg 0.8.0: its timer sweep stops for good after one error",
             ),
         ),
@@ -451,10 +475,119 @@ def test_timers_fire_after_an_error(connection: Callable[[str], PostgresConnecti
         assert asyncio.run(scenario()) == "resolved"  # the sleep is over
 
 
+def rpc(database: psycopg.Connection[Any], kind: str, **data: Any) -> dict[str, Any]:
+    """One request of the protocol, as resonate.sql answers it (its status, in ``head``)."""
+    request = json.dumps(envelope(kind, **data))
+    row = database.execute("SELECT resonate.resonate_rpc(%s::jsonb)::text", (request,)).fetchone()
+    assert row is not None
+    answer: dict[str, Any] = json.loads(row[0])
+    return answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate-pg 0.8.0: a settle and a suspend take their locks in two orders",
+)
+def test_resonate_sql_settles_a_child_beside_its_parents_suspend_without_a_deadlock() -> None:
+    """``deadlock_timeout=20ms`` (servers/postgres.py) works around this.
+
+    A settle of ``P:2`` locks ``P:2``, then ``P``, which awaits it; a suspend
+    of ``P`` locks them in id order, ``P`` first. Interleaved, each waits for
+    the other: Postgres breaks the deadlock after ``deadlock_timeout`` (a
+    second by default), and ``resonate_rpc`` tries again. Here a row lock on
+    ``P:2``, taken by a third session, holds the settle between its two locks
+    while the suspend takes its first, so the two meet every time.
+    """
+    with Topology(available("postgres")) as topology:
+        topology.server()
+        url = topology.url
+        with psycopg.connect(url, autocommit=True) as database:
+            target = {"resonate:target": "poll://any@upstream", "resonate:origin": "P"}
+            action = envelope("promise.create", id="P", timeoutAt=2**53, tags=target)
+            assert (
+                rpc(database, "task.create", pid="p", ttl=60_000, action=action)["head"]["status"]
+                == 200
+            )
+            for child in ("P:1", "P:2"):
+                tags = {"resonate:external": "true", "resonate:origin": "P"}
+                rpc(database, "promise.create", id=child, timeoutAt=2**53, tags=tags)
+
+            def awaiting(*children: str) -> list[dict[str, Any]]:
+                return [
+                    envelope("promise.register_callback", awaited=child, awaiter="P")
+                    for child in children
+                ]
+
+            # P awaits both; P:1 settles; P runs again, at version 2.
+            rpc(database, "task.suspend", id="P", version=1, actions=awaiting("P:1", "P:2"))
+            rpc(database, "promise.settle", id="P:1", state="resolved", value={})
+            assert (
+                rpc(database, "task.acquire", id="P", version=1, pid="p", ttl=60_000)["head"][
+                    "status"
+                ]
+                == 200
+            )
+
+            def deadlocks() -> int:
+                query = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+                row = database.execute(query).fetchone()
+                assert row is not None
+                return int(row[0])
+
+            def waiting(name: str) -> bool:
+                query = "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s"
+                row = database.execute(query, (name,)).fetchone()
+                return row is not None and row[0] == "Lock"
+
+            def request(name: str, kind: str, **data: Any) -> None:
+                with psycopg.connect(url, autocommit=True, application_name=name) as session:
+                    rpc(session, kind, **data)
+
+            before = deadlocks()
+            with psycopg.connect(url) as holder:
+                holder.execute("SELECT 1 FROM resonate.promises WHERE id = 'P:2' FOR UPDATE")
+                settle = threading.Thread(
+                    target=request,
+                    args=("settle", "promise.settle"),
+                    kwargs={"id": "P:2", "state": "resolved", "value": {}},
+                )
+                settle.start()
+                until(lambda: waiting("settle"))  # it holds P:2, and waits for the row
+                suspend = threading.Thread(
+                    target=request,
+                    args=("suspend", "task.suspend"),
+                    kwargs={"id": "P", "version": 2, "actions": awaiting("P:2")},
+                )
+                suspend.start()
+                until(lambda: waiting("suspend"))  # it holds P, and waits for P:2
+                holder.commit()  # the settle goes on, to P
+            settle.join(WAIT)
+            suspend.join(WAIT)
+            # A backend's counts reach pg_stat_database when it reports them:
+            # a deadlock shows within a second or so of the two ending.
+            with contextlib.suppress(TimeoutError):
+                until(lambda: deadlocks() > before, timeout=5)
+            assert deadlocks() == before
+
+
+def until(holds: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Once ``holds()`` is true (asked every 10 ms); ``TimeoutError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not holds():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.01)
+
+
 # ── resonate 0.9.8 ──────────────────────────────────────────────────────────
 
 
-@pytest.mark.xfail(strict=True, reason="resonate 0.9.8: refuses the child ids of resonate-sdk 0.8")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="resonate 0.9.8: refuses the child ids of resonate-sdk 0.8",
+)
 def test_resonate_0_9_8_takes_the_child_ids_of_sdk_0_8() -> None:
     """``connections/ids.py`` works around this: every process asks, and says so.
 

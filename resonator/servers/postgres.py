@@ -262,10 +262,10 @@ def start(cluster: Cluster, port: int, host: str | None) -> subprocess.Popen[str
     # deadlock one another (a settle locks a child, then its parent; a suspend
     # locks them in id order); resonate_rpc retries, but Postgres only looks
     # for a deadlock after deadlock_timeout, one second by default, which every
-    # such step would then wait: about one expression in thirty did. No test
-    # shows it on resonate.sql alone: it takes two requests interleaved inside
-    # the database (docs/workarounds.md has the reproduction). Drop this once
-    # resonate.sql takes its locks in one order.
+    # such step would then wait: about one expression in thirty did.
+    # tests/test_upstream.py::
+    # test_resonate_sql_settles_a_child_beside_its_parents_suspend_without_a_deadlock
+    # makes the two meet (a strict xfail); drop this once it passes.
     postgres += ["-c", "deadlock_timeout=20ms"]
     # Nothing more: every step is on disk when it is acknowledged (fsync,
     # synchronous_commit and full_page_writes keep their defaults, on), and

@@ -52,7 +52,7 @@ from resonator.resonator import EXP, connect
 from resonator.servers import Parser
 from resonator.servers.devserver import TurnedAway, loopback
 from resonator.trace import Tracer
-from resonator.web.live import Board, Computations, Trees
+from resonator.web.live import Board, Listing, Trees
 from resonator.web.stage import Busy, PageStage
 
 if TYPE_CHECKING:
@@ -92,8 +92,8 @@ class Page:
         self.hosts = hosts  # the Host headers it answers
         self.token = token
         self.board = Board()
-        self.computations = Computations(self.board)
-        self.trees = Trees(calculator.reader, self.computations.seen)
+        self.listing = Listing(self.board)
+        self.trees = Trees(calculator.reader, self.listing.seen)
         self.streams: set[asyncio.Task[Any]] = set()  # open, to end when the page stops
         self.waiting: set[asyncio.Task[None]] = set()  # computations it waits for
 
@@ -121,9 +121,9 @@ class Page:
         own = self.stage is not None
         plays = [{"name": n, "what": play.__doc__} for n, play in SCENARIOS.items()]
         self.board.put("setup", {"server": url, "own": own, "scenarios": plays if own else []})
-        self.computations.publish()
+        self.listing.publish()
         if self.stage:
-            self.stage.open(self.board, self.trees, self.computations)
+            self.stage.open(self.board, self.trees, self.listing)
 
     # ── Who may ask ──
 
@@ -216,11 +216,11 @@ class Page:
             await self.calculator.ready(CONNECT_WAIT)
             if not text:
                 await self.calculator.tree(id)  # to learn that there is one
-                self.computations.add(id, "", watched=True)
+                self.listing.add(id, "", watched=True)
             else:
                 named, id = bool(id), id or new_id()
                 await self.calculator.begin(text, id, id_given=named)
-                self.computations.add(id, text, watched=False)
+                self.listing.add(id, text, watched=False)
                 waiting = asyncio.create_task(self.wait(text, id))
                 self.waiting.add(waiting)
                 waiting.add_done_callback(self.waiting.discard)
@@ -234,9 +234,9 @@ class Page:
             # Attached to what begin() started: a given id was claimed there, once.
             value = await self.calculator.compute(text, id)
         except Failed as failure:
-            self.computations.end(id, "failed", message=str(failure))
+            self.listing.end(id, "failed", message=str(failure))
         else:
-            self.computations.end(id, "resolved", str(value))
+            self.listing.end(id, "resolved", str(value))
 
     async def kill(self, request: web.Request) -> web.Response:
         pid = (await body(request)).get("pid")

@@ -156,7 +156,7 @@ class Computation:
     took: float | None = None  # seconds, once it ended
 
 
-class Computations:
+class Listing:
     """The computations the page lists, newest first."""
 
     def __init__(self, board: Board) -> None:

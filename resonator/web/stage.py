@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from resonator.client.trees import Node
     from resonator.harness.processes import Process as Child
-    from resonator.web.live import Board, Computations, Trees
+    from resonator.web.live import Board, Listing, Trees
 
 LINES = 6  # latest lines shown of each process
 STORY = 12  # sentences kept of what the stage said
@@ -62,10 +62,10 @@ class PageStage(Stage):
         self.latest: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=LINES))
         self.runs = Runs(keep=LISTED)
 
-    def open(self, board: Board, trees: Trees, computations: Computations) -> None:
+    def open(self, board: Board, trees: Trees, listing: Listing) -> None:
         """Show the processes on ``board`` from now on (called on the page's event loop)."""
         self.loop = asyncio.get_running_loop()
-        self.board, self.trees, self.computations = board, trees, computations
+        self.board, self.trees, self.listing = board, trees, listing
         self.tell()
         threading.Thread(target=self.relay, daemon=True).start()
 
@@ -201,7 +201,7 @@ class PageStage(Stage):
         """The page shows it as it is."""
 
     def prompt(self, id: str, name: str) -> Child:
-        self.on_loop(self.computations.add, id, ARTICLE, True)
+        self.on_loop(self.listing.add, id, ARTICLE, True)
         return super().prompt(id, name)
 
 
