@@ -299,6 +299,23 @@ def test_q_with_something_after_it_says_what_q_takes() -> None:
     assert "unknown command" not in terminal.transcript
 
 
+def test_what_is_typed_after_a_command_comes_back_escaped() -> None:
+    # An escape sequence typed would otherwise reach the terminal as a command
+    # to it (here: turn red; or set the window's title, or worse).
+    with Terminal() as terminal:
+        for typed, said in [
+            (":tree \x1b[31mred", "error: there is no promise \\x1b[31mred"),
+            (":watch \x1b]0;title\x07", "error: there is no promise \\x1b]0;title\\x07"),
+            (":\x1b[31m", "unknown command :\\x1b[31m; :help lists the commands"),
+        ]:
+            terminal.ready()
+            terminal.type(typed + "\r")
+            terminal.printed_times(said, 1)
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+
+
 def test_watch_returns_to_the_prompt_when_the_root_settles_and_on_ctrl_c() -> None:
     with Terminal("--local", RESONATOR_OP_DELAY="1") as terminal:
         terminal.ready()

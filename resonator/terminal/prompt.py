@@ -156,7 +156,7 @@ class Conversation:
         elif name in QUIT:
             print(f"{name} takes nothing after it: type {name} alone to quit")
         elif name not in (":tree", ":watch"):
-            print(f"unknown command {name}; :help lists the commands")
+            print(f"unknown command {escaped(name)}; :help lists the commands")
         elif not id:
             print(f"{name} shows the last computation, and there is none yet: try {name} ID")
         else:
