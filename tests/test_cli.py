@@ -85,6 +85,8 @@ def test_trace_lines_only_with_verbose() -> None:
         (["--jobs", "0", "1"], "argument -j/--jobs: a whole number above 0, not '0'"),
         (["--id", "", "1"], "--id takes 1 to 100 printable ASCII characters, without"),
         (["--url", "ftp://x", "1"], "--url must start with http://, https://, postgresql://"),
+        (["--jobs", "-1", "1"], "argument -j/--jobs: a whole number above 0, not '-1'"),
+        (["--url", "http://[::1", "1"], "--url is no URL (Invalid IPv6 URL): 'http://[::1'"),
     ],
 )
 def test_bad_usage_is_one_line_and_exits_2(args: list[str], said: str) -> None:
@@ -248,6 +250,24 @@ def test_a_url_without_a_host_is_a_usage_error(url: str) -> None:
     done = resonator("--url", url, "1 + 2")
     assert done.returncode == 2
     assert done.stderr == f"resonator: --url names no host: {url!r}\n"
+
+
+def test_a_reader_that_stops_reading_ends_it_quietly() -> None:
+    # As `resonator ... | head -1` does: our end of the pipe is closed before it writes.
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "resonator", "--local", "1 + 1", "2 + 2"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environment(),
+            timeout=60,
+            check=False,
+        )
+    assert done.stderr == "embedded: no Resonate server, running everything in this process\n"
+    assert done.returncode == 141  # as if SIGPIPE had ended it, as it ends most programs
 
 
 def test_an_empty_expression_given_is_an_error_in_one_line() -> None:

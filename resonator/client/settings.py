@@ -101,7 +101,7 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     cli.add_argument(
         "-j",
         "--jobs",
-        type=positive,
+        type=jobs,
         default=JOBS,
         metavar="N",
         help="expressions given or piped in: up to N computed at once, their values "
@@ -114,6 +114,8 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     marked = [NOT_AN_OPTION + w if LOOKS_NEGATIVE.match(w) else w for w in words]
     args = cli.parse_args(marked)
     args.expressions = [e.removeprefix(NOT_AN_OPTION) for e in args.expressions]
+    if args.url is not None:
+        args.url = args.url.removeprefix(NOT_AN_OPTION)
     if args.id is not None:
         args.id = args.id.removeprefix(NOT_AN_OPTION)
         if not ID.fullmatch(args.id):
@@ -144,14 +146,23 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     return args, dataclasses.replace(settings, role=role)
 
 
+def jobs(text: str) -> int:
+    """``--jobs``: a whole number above 0 (a negative one comes marked, as an expression)."""
+    return positive(text.removeprefix(NOT_AN_OPTION))
+
+
 def what_is_wrong(url: str) -> str | None:
     """Why ``url`` cannot name a Resonate server, or None if it can."""
     if not url.startswith(SCHEMES):
         return f"must start with {', '.join(SCHEMES[:-1])} or {SCHEMES[-1]}"
-    if url.startswith("http") and not urlsplit(url).hostname:
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "http://[::1"
+        return f"is no URL ({error})"
+    if url.startswith("http") and not parts.hostname:
         return "names no host"
     try:
-        port = urlsplit(url).port
+        port = parts.port
     except ValueError:  # not a number, or past 65535
         port = 0
     return "names no port a server can listen on (1 to 65535)" if port == 0 else None
