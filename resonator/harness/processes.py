@@ -64,7 +64,7 @@ RESONATE_FLAGS = (
 # Its log: its settings and that it listens, then only what goes wrong; not a
 # line for every request (server), connection (transport) or task sent (processing).
 RESONATE_LOG = (
-    "warn,resonate=info,resonate::server=warn,resonate::transport=warn,resonate::processing=warn"
+    "warn,resonate=info,resonate::server=error,resonate::transport=warn,resonate::processing=warn"
 )
 
 
