@@ -198,6 +198,14 @@ def test_line_endings_a_byte_order_mark_and_a_line_that_is_not_utf8() -> None:
         ({"GRP": "foo"}, "resonator: GRP must be exp or ops, not 'foo'"),
         ({"GRP": "exp", "PID": "x"}, "resonator: an exp worker's PID must be lhs or rhs, not 'x'"),
         ({"GRP": "exp"}, "resonator: an exp worker needs a PID: PID=lhs or PID=rhs"),
+        *(
+            (
+                {"GRP": "ops", "PID": pid},
+                "resonator: a worker's PID must be 1 to 64 letters, digits, '-' or '_', "
+                f"not {pid!r}",
+            )
+            for pid in ["a/b", "%2e%2e", "a b", "x\x1b[31m", "p" * 65, "é", "a:b"]
+        ),
         (
             {"RESONATOR_TTL": "soon"},
             "resonator: RESONATOR_TTL must be a number of seconds, not 'soon'",

@@ -24,6 +24,9 @@ SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
 JOBS = 8  # expressions of a batch in flight at once (see docs/benchmark.md)
 PIDS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
+# A pid is a part of the worker's address and of its stream's path, /poll/ops/PID:
+# "a/b" or "%2e%2e" would be another path, where no stream is.
+PID_FORM = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
 # '-(2 + 3)' are expressions: they are marked before parsing, unmarked after.
 NOT_AN_OPTION = "\x00"
@@ -32,7 +35,8 @@ LOOKS_NEGATIVE = re.compile(r"-+[\d(\s]")
 ENVIRONMENT = f"""\
 environment:
   GRP                 run as a worker of this group: exp or ops (unset: the prompt)
-  PID                 the worker's pid: lhs or rhs for exp; any for ops (default: random)
+  PID                 the worker's pid: lhs or rhs for exp; for ops, up to 64 letters,
+                      digits, - or _ (default: random)
   RESONATE_URL        the Resonate server, as --url (default: {DEFAULT_URL}
                       if it answers, else embedded)
   RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
@@ -179,6 +183,8 @@ def environment(url: str | None) -> Settings:
             usage("an exp worker needs a PID: PID=lhs or PID=rhs")
         if pids and pid not in pids:
             usage(f"an exp worker's PID must be lhs or rhs, not {pid!r}")
+        if pid is not None and not PID_FORM.fullmatch(pid):
+            usage(f"a worker's PID must be 1 to 64 letters, digits, '-' or '_', not {pid!r}")
     return Settings(
         group=group,
         pid=pid or uuid.uuid4().hex[:8],
