@@ -100,9 +100,16 @@ def test_bad_usage_is_one_line_and_exits_2(args: list[str], said: str) -> None:
     ("program", "args"),
     [
         ("resonator.servers.devserver", ["--port", "x"]),
+        ("resonator.servers.devserver", ["--port", "99999"]),
+        ("resonator.servers.devserver", ["--port", "-1"]),
+        ("resonator.servers.devserver", ["--tasks-retry-timeout", "-5"]),
+        ("resonator.servers.devserver", ["--request-timeout", "-1"]),
+        ("resonator.servers.devserver", ["--request-timeout", "nan"]),
         ("resonator.servers.postgres", ["--keep", "0"]),
+        ("resonator.servers.postgres", ["--port", "70000"]),
         ("resonator.terminal.demo", ["9"]),
         ("resonator.web.app", ["--nonsense"]),
+        ("resonator.web.app", ["--port", "99999"]),
     ],
 )
 def test_every_program_says_bad_usage_in_one_line(program: str, args: list[str]) -> None:

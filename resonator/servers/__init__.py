@@ -23,6 +23,24 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: a free one, where that is allowed)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port, 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def duration(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (and under a million)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 10**6:  # nor nan, nor inf
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """Every program's command line: a mistake in it is one line, and exit status 2.
 

@@ -50,7 +50,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from resonator.servers import KEEP, OneLine, Parser, ending, positive
+from resonator.servers import KEEP, OneLine, Parser, ending, positive, tcp_port
 
 if TYPE_CHECKING:
     import argparse
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument(
         "--port",
-        type=int,
+        type=tcp_port,
         default=DEFAULT_PORT,
         help="the port Postgres listens on (default: %(default)s)",
     )
