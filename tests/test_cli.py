@@ -108,6 +108,7 @@ def test_bad_usage_is_one_line_and_exits_2(args: list[str], said: str) -> None:
         ("resonator.servers.postgres", ["--keep", "0"]),
         ("resonator.servers.postgres", ["--port", "70000"]),
         ("resonator.terminal.demo", ["9"]),
+        ("resonator.terminal.demo", ["--pictures", "/proc/no/such/folder", "1"]),
         ("resonator.web.app", ["--nonsense"]),
         ("resonator.web.app", ["--port", "99999"]),
     ],

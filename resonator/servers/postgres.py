@@ -199,7 +199,10 @@ def spawn(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> su
 def prepare(cluster: Cluster) -> None:
     """A data directory with a database cluster in it, made once."""
     data, user = cluster.data, cluster.user
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CannotStart(f"cannot make the folder {data}: {error.strerror}") from None
     if user is not None:
         os.chown(data, user.pw_uid, user.pw_gid)
         if spawn(["test", "-w", str(data)], user).wait() != 0:
@@ -303,7 +306,12 @@ def install(conninfo: str, text: str) -> None:
             # resonate.sql warns that without pg_cron its timers will not fire:
             # here every process drives them (connections/timers.py).
             database.add_notice_handler(lambda notice: None)
-            database.execute(text.encode())
+            try:
+                database.execute(text.encode())
+            except psycopg.Error as error:
+                # Postgres's message has the line quoted, and a caret under it, below.
+                why = str(error).partition("\n")[0]
+                raise CannotStart(f"cannot apply the schema, not resonate.sql: {why}") from None
             log.info("applied resonate.sql")
         database.execute(TIMED)
 
