@@ -1,6 +1,6 @@
 """What a durable step costs, in each way Resonator can run, measured in one run.
 
-    uv run python bench/bench.py             # the full set: about forty minutes
+    uv run python bench/bench.py             # the full set: about an hour
     uv run python bench/bench.py --quick     # a reduced set: a few minutes
     uv run --group bench python bench/bench.py --publish   # and update docs/
 
@@ -11,7 +11,8 @@ resonate (the real server, ``resonate dev``, and the same workers) when
 workers) when RESONATE_PG_SQL names resonate.sql. Each mode runs alone, and
 every mode is driven by the same client code. It measures:
 
-- latency of balanced expressions (depth 1 up) and a chain, per mode;
+- latency of balanced expressions (depth 1 to 9: 1,534 promises) and a
+  chain, per mode;
 - batch throughput: 200 expressions piped into ``resonator``, with --jobs 1
   and --jobs 16, per mode;
 - throughput of a small expression (balanced, depth 2) with 16 in flight, per
@@ -22,7 +23,11 @@ every mode is driven by the same client code. It measures:
   every promise kept, and the memory each stored promise takes; then the same
   with the default retention (--keep 1000), whose memory stays flat; per mode;
 - the protocol: the stand-in's CPU per request;
-- batch size: 200 and 2,000 expressions piped into ``resonator --local``.
+- batch size: 200 and 2,000 expressions piped into ``resonator --local``;
+- the pool: a balanced tree of 100 ms operators, computed by 1, 2, 4 and 8
+  ops workers of one slot each, per server: wall time, speed-up, the ideal,
+  operators per worker, the server's CPU; then with operators of 0 ms, what
+  one core of the server carries (docs/distributed.md).
 
 It prints Markdown and writes JSON under bench/results/ (not tracked);
 --publish also writes the figures into docs/benchmark.md and draws
@@ -43,6 +48,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from resonate.resonate import DEFAULT_TTL
 
-from resonator.client.trees import Node, Reader
+from resonator.client.trees import Node, Reader, rows
 from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
@@ -69,6 +75,9 @@ SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"
 DURABLE = {"embedded": False, "standin": False, "resonate": False, "postgres": True}
 JOBS = (1, 16)  # --jobs of the batch throughput
 IN_FLIGHT = 16  # the throughput compared across modes
+# The pool: a balanced tree of operators that each take OP_DELAY seconds,
+# computed by 1, 2, 4, then 8 ops workers of one slot each.
+POOL_DEPTH, OP_DELAY, POOL = 6, 0.1, (1, 2, 4, 8)
 
 
 def balanced(depth: int) -> Expr:
@@ -101,7 +110,7 @@ def size(expr: Expr) -> tuple[int, int]:
 
 
 def count(node: Node | None) -> int:
-    return 0 if node is None else 1 + sum(count(child) for child in node.children)
+    return 0 if node is None else len(rows(node))
 
 
 def ms(samples: list[float], p: int) -> float:
@@ -209,10 +218,15 @@ class Driver:
 
 
 async def latency(driver: Driver, workloads: dict[str, Expr], runs: int) -> dict[str, Any]:
-    """``{workload: {MODE_p50_ms, MODE_p95_ms}}`` for this driver's mode."""
+    """``{workload: {MODE_p50_ms, MODE_p95_ms}}`` for this driver's mode.
+
+    A tree of more than 64 operators is computed fewer times, in proportion
+    (three at least): depth 9 takes seconds each time.
+    """
     rows = {}
     for name, expr in workloads.items():
-        samples = await driver.latencies(expr, runs)
+        fewer = max(3, runs * 64 // max(64, size(expr)[0]))
+        samples = await driver.latencies(expr, fewer, warmup=1 if fewer < runs else 2)
         rows[name] = {
             f"{driver.mode}_p50_ms": ms(samples, 50),
             f"{driver.mode}_p95_ms": ms(samples, 95),
@@ -321,6 +335,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         figures["requests_per_operator"] = requests(mode, args.runs)
     report["workloads"] = list(rows.values())
     report["batch_seconds"] = {str(n): piped(n, None) for n in args.batch}
+    report["pool"] = await pools(args)
     return report
 
 
@@ -375,6 +390,121 @@ NAMES = {
     "resonate": "resonate",
     "postgres": "Postgres",
 }
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (Postgres's backends, under resonator-postgres)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone since it was listed
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += [child for child, parent in parents.items() if parent == found[-1]]
+    return found
+
+
+def server_cpu(topology: Topology) -> float:
+    """CPU seconds the server (every process of it) has used so far."""
+    total = 0.0
+    for pid in descendants(topology["server"].popen.pid):
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
+
+
+async def pool(
+    mode: str, depth: int, sizes: list[int], delay: float = OP_DELAY
+) -> list[dict[str, Any]]:
+    """Wall seconds of one balanced tree with each number of ops workers, and who ran what.
+
+    Each worker has one slot and takes ``delay`` seconds over each operator.
+    They join one by one, to the same server (each size computes a fresh
+    tree), so a smaller pool's figures are taken first. The ideal is the
+    work shared evenly, but never under the critical path: ``depth``
+    operators one after another. The server's CPU over the run is noted too.
+    """
+    expr, operators = balanced(depth), 2**depth - 1
+    rows: list[dict[str, Any]] = []
+    with Topology(SERVERS[mode]) as topology:
+        topology.server()
+        for pid in ("lhs", "rhs"):
+            topology.worker("exp", pid)
+        async with Driver(mode, topology.url) as driver:
+            names: list[str] = []
+            for size in sizes:
+                while len(names) < size:
+                    names.append(f"ops{len(names) + 1}")
+                    topology.worker(
+                        "ops", names[-1], RESONATOR_SLOTS="1", RESONATOR_OP_DELAY=str(delay)
+                    )
+                await driver.timed(ONE)  # each new worker's connection, once
+                cpu = server_cpu(topology)
+                asked = health(topology.url)["requests"] if mode == "standin" else None
+                id, wall = await driver.timed(expr)
+                ran = Counter(
+                    t["who"] for t in topology.traces(*names) if t["id"].startswith(f"{id}:")
+                )
+                rows.append(
+                    {
+                        "workers": size,
+                        "wall_s": wall,
+                        "ideal_s": delay * max(depth, operators / size),
+                        "operators_per_worker": [ran[f"ops/{name}"] for name in names],
+                        "server_cpu_s": server_cpu(topology) - cpu,
+                    }
+                )
+                if asked is not None:  # the stand-in counts the requests it answers
+                    rows[-1]["requests"] = health(topology.url)["requests"] - asked
+                print(f"  {mode}, {size} ops workers: {wall:.2f} s", file=sys.stderr)
+    for row in rows:
+        row["speedup"] = rows[0]["wall_s"] / row["wall_s"]
+    return rows
+
+
+async def pools(args: argparse.Namespace) -> dict[str, Any]:
+    """The pool on each server at hand, then its ceiling: the same tree, operators of 0 ms."""
+    report: dict[str, Any] = {}
+    for mode in modes()[1:]:
+        rows = await pool(mode, args.pool_depth, args.pool)
+        fastest = await pool(mode, args.pool_depth, args.pool[-1:], delay=0.0)
+        report[mode] = {"depth": args.pool_depth, "op_delay_s": OP_DELAY, "rows": rows}
+        report[mode]["ceiling"] = ceiling(fastest[0], 2**args.pool_depth - 1)
+    return report
+
+
+def ceiling(run: dict[str, Any], operators: int) -> dict[str, Any]:
+    """What one core of the server carries, from a run whose operators take no time.
+
+    The server's CPU per operator (every request an operator's three
+    promises take: its "=" on each side and itself) bounds the operators a
+    second that one core can carry; a worker of one slot and 100 ms
+    operators asks for at most ten a second, so that many tenths of them
+    keep the core busy.
+    """
+    per_operator = run["server_cpu_s"] / operators
+    carried = 1 / per_operator if per_operator else None
+    counted = {}
+    if "requests" in run:
+        counted = {
+            "requests_per_operator": run["requests"] / operators,
+            "server_cpu_us_per_request": run["server_cpu_s"] / run["requests"] * 1e6,
+        }
+    return counted | {
+        "workers": run["workers"],
+        "wall_s": run["wall_s"],
+        "operators_per_s": operators / run["wall_s"],
+        "server_cpu_ms_per_operator": per_operator * 1000,
+        "server_busy": run["server_cpu_s"] / run["wall_s"],
+        "operators_per_s_per_core": carried,
+        "workers_of_100ms_to_saturate": carried * OP_DELAY if carried else None,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -439,8 +569,48 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"| {NAMES[mode]} | {history_row(keep, mode, run)} |" for mode, run in runs.items()
         ]
+    lines += pool_lines(report["pool"])
     lines += ["", f"Measured {report['date']} on {report['machine']}."]
     return "\n".join(lines)
+
+
+def pool_lines(pools: dict[str, Any]) -> list[str]:
+    """The pool on each server, and the ceiling of one core of it."""
+    lines: list[str] = []
+    for mode, run in pools.items():
+        lines += [
+            "",
+            f"Pool, {NAMES[mode]}: a balanced tree of depth {run['depth']} "
+            f"({2 ** run['depth'] - 1} operators of {run['op_delay_s'] * 1000:.0f} ms), "
+            "ops workers of one slot each:",
+            "",
+            "| ops workers | wall s | speed-up | ideal s | operators per worker | server CPU s |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['workers']} | {r['wall_s']:.2f} | {r['speedup']:.1f}x | {r['ideal_s']:.2f} "
+            f"| {', '.join(map(str, r['operators_per_worker']))} | {r['server_cpu_s']:.2f} |"
+            for r in run["rows"]
+        ]
+        c = run["ceiling"]
+        if c["operators_per_s_per_core"]:
+            lines += [
+                "",
+                f"Ceiling, {NAMES[mode]}: with operators of 0 ms ({c['workers']} workers), "
+                f"{c['operators_per_s']:.0f} operators/s, the server busy "
+                f"{c['server_busy']:.0%} of a core at {c['server_cpu_ms_per_operator']:.2f} ms "
+                "of CPU per operator"
+                + (
+                    f" ({c['requests_per_operator']:.1f} requests of "
+                    f"{c['server_cpu_us_per_request']:.0f} µs)"
+                    if "requests_per_operator" in c
+                    else ""
+                )
+                + f": one core carries {c['operators_per_s_per_core']:.0f} "
+                f"operators/s, which {c['workers_of_100ms_to_saturate']:.0f} workers of "
+                "100 ms operators keep busy.",
+            ]
+    return lines
 
 
 HOLDERS = {  # what holds a mode's promises, and whose memory (or size) is shown
@@ -541,7 +711,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     cli.add_argument("--quick", action="store_true", help="a reduced set, in about a minute")
-    cli.add_argument("--depths", type=positive, help="balanced depths 1..N (6; --quick 3)")
+    cli.add_argument("--depths", type=positive, help="balanced depths 1..N (9; --quick 3)")
+    cli.add_argument(
+        "--pool",
+        type=sizes,
+        help="ops workers of one slot each, in turn, on each server (1,2,4,8; --quick 1,2)",
+    )
+    cli.add_argument(
+        "--pool-depth",
+        type=positive,
+        help=f"the pool's balanced tree, operators of {OP_DELAY} s ({POOL_DEPTH}; --quick 3)",
+    )
     cli.add_argument("--chain", type=positive, help="operators in the chain (32; --quick 8)")
     cli.add_argument("--runs", type=positive, help="evaluations per point (20; --quick 10)")
     cli.add_argument(
@@ -573,8 +753,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the figures into docs/benchmark.md and draw docs/bench.png",
     )
     args = cli.parse_args(argv)
-    defaults = (3, 8, 10, [0, 300, 1000]) if args.quick else (6, 32, 20, [0, 1000, 5000, 20000])
-    for name, value in zip(("depths", "chain", "runs", "history"), defaults, strict=True):
+    defaults = (
+        (3, 8, 10, [0, 300, 1000], [1, 2], 3)
+        if args.quick
+        else (9, 32, 20, [0, 1000, 5000, 20000], list(POOL), POOL_DEPTH)
+    )
+    names = ("depths", "chain", "runs", "history", "pool", "pool_depth")
+    for name, value in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
     # The clients' own lines ("connected to ...") would only interleave with the figures.

@@ -11,15 +11,27 @@ in front of a number is folded into the number; in front of anything else it
 becomes a multiplication by -1, so the tree only ever holds the three binary
 operators the workers know.
 
-Limits keep every input cheap to reject and every tree safe to evaluate:
+Both directions work with explicit stacks, not recursion: a chain such as
+``1 + 1 + ... + 1`` is a tree as deep as it has operators, and Python's
+recursion limit (1,000 calls) is lower than the deepest tree that fits in
+``MAX_LENGTH`` characters (about 2,000).
+
+Two limits refuse what is written correctly but is too large (``TooLarge``,
+never called a syntax error):
 
 - ``MAX_LENGTH`` characters. Because no operator can produce a value with
   more digits than the text that wrote it, this also keeps every intermediate
   value under Python's 4300-digit limit on turning an int into text, which
   the JSON that carries values between processes would otherwise hit.
-- ``MAX_DEPTH`` nested parentheses, so parsing never nears Python's recursion
-  limit.
-- ``MAX_OPERATORS`` operators, since each one costs three durable promises.
+- ``MAX_NESTING`` operators on the longest path from the root to a number.
+  Each operator's operands travel as its promise's argument, a JSON array
+  nested as deep as the subtree; the SDK encodes and decodes those arrays
+  with msgspec, which (like Python's json) stops at about 1,500 levels
+  inside CPython 3.12's C recursion limit. The id of a promise grows two
+  characters per level too, which the servers index (docs/distributed.md).
+
+The number of operators has no limit of its own: within ``MAX_LENGTH`` there
+are at most about 2,000, three promises each.
 """
 
 import re
@@ -29,8 +41,7 @@ type Op = Literal["+", "-", "*"]
 type Expr = int | tuple[Op, Expr, Expr]
 
 MAX_LENGTH = 4000
-MAX_DEPTH = 100
-MAX_OPERATORS = 200
+MAX_NESTING = 1000
 
 PRECEDENCE: dict[str, int] = {"+": 1, "-": 1, "*": 2}
 
@@ -40,7 +51,10 @@ _TOKEN = re.compile(r"\s*(?:([0-9]+)|(\*\*|[-+*()])|(\S))")
 
 
 class ParseError(ValueError):
-    """Text that is not an expression; ``column`` is 0-based (None: the text as a whole)."""
+    """Text that is not taken; ``column`` is 0-based (None: the text as a whole).
+
+    This class itself is a syntax error: not an expression of the grammar.
+    """
 
     def __init__(self, message: str, column: int | None) -> None:
         super().__init__(message)
@@ -48,29 +62,49 @@ class ParseError(ValueError):
         self.column = column
 
 
+class TooLarge(ParseError):
+    """An expression, but larger than the limits above: the message says which, and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None)
+
+
 def parse(text: str) -> Expr:
     """Parse ``text`` into an expression tree, or raise ``ParseError``."""
     if len(text) > MAX_LENGTH:
-        raise ParseError(
-            f"expression too long: {len(text)} characters (the limit is {MAX_LENGTH})", None
+        raise TooLarge(f"expression too long: {len(text)} characters (the limit is {MAX_LENGTH})")
+    expr, nesting = _Parser(text).parse()
+    if nesting > MAX_NESTING:
+        raise TooLarge(
+            f"nested {nesting} deep (the limit is {MAX_NESTING}: each level is a promise's "
+            "argument inside its parent's, and the SDK's JSON stops at about 1,500 levels)"
         )
-    return _Parser(text).parse()
+    return expr
 
 
 def render(expr: Expr) -> str:
     """Write ``expr`` as infix text with only the parentheses it needs."""
-    match expr:
-        case [op, lhs, rhs]:
-            left, right = render(lhs), render(rhs)
-            # Equal precedence groups to the left, so a right operand of the
-            # same precedence keeps its parentheses: 8 - (3 - 2).
-            if _precedence(lhs) < PRECEDENCE[op]:
-                left = f"({left})"
-            if _precedence(rhs) <= PRECEDENCE[op]:
-                right = f"({right})"
-            return f"{left} {op} {right}"
-        case _:
-            return str(expr)
+    # Each node is visited twice: first to queue its operands, then (marked
+    # ready) to join their texts, which by then lie on ``done``.
+    todo: list[tuple[Expr, bool]] = [(expr, False)]
+    done: list[str] = []
+    while todo:
+        node, ready = todo.pop()
+        match node:
+            case [op, lhs, rhs] if ready:
+                right, left = done.pop(), done.pop()
+                # Equal precedence groups to the left, so a right operand of
+                # the same precedence keeps its parentheses: 8 - (3 - 2).
+                if _precedence(lhs) < PRECEDENCE[op]:
+                    left = f"({left})"
+                if _precedence(rhs) <= PRECEDENCE[op]:
+                    right = f"({right})"
+                done.append(f"{left} {op} {right}")
+            case [_, lhs, rhs]:
+                todo += [(node, True), (rhs, False), (lhs, False)]
+            case _:
+                done.append(str(node))
+    return done[0]
 
 
 def _precedence(expr: Expr) -> int:
@@ -81,86 +115,102 @@ def _precedence(expr: Expr) -> int:
             return 3
 
 
+# An operand on the parser's stack: its tree, and how deep that tree is.
+type _Operand = tuple[Expr, int]
+
+
+class _Group:
+    """One level of parentheses being read (the outermost level is one too)."""
+
+    def __init__(self, column: int | None, negations: list[int]) -> None:
+        self.column = column  # of its '(' (None: the whole text)
+        self.negations = negations  # columns of the minus signs in front of it
+        self.operands: list[_Operand] = []
+        self.operators: list[str] = []  # each binds operands[i] and operands[i + 1]
+
+    def push_operator(self, op: str) -> None:
+        # Left associative: what binds at least as tightly is reduced first.
+        while self.operators and PRECEDENCE[self.operators[-1]] >= PRECEDENCE[op]:
+            self.reduce()
+        self.operators.append(op)
+
+    def reduce(self) -> None:
+        (rhs, right), (lhs, left) = self.operands.pop(), self.operands.pop()
+        self.operands.append(((_op(self.operators.pop()), lhs, rhs), 1 + max(left, right)))
+
+    def close(self) -> _Operand:
+        while self.operators:
+            self.reduce()
+        return self.operands[0]
+
+
 class _Parser:
-    """Recursive descent over a token list; one method per precedence level."""
+    """Operator precedence over a token list, with one ``_Group`` per open parenthesis.
+
+    It reads the same grammar as a recursive descent (one function per
+    precedence level) would, and reports the same errors at the same columns.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
-        self.pos = 0
-        self.depth = 0
-        self.operators = 0
+        self.groups = [_Group(None, [])]  # the outermost last: where operands go
+        self.negations: list[int] = []  # minus signs read in front of the next operand
+        self.expecting_operand = True  # else an operator, or a ')'
 
-    def parse(self) -> Expr:
+    def parse(self) -> _Operand:
         if not self.tokens:
             raise ParseError("empty expression", 0)
-        expr = self.sum()
-        if self.pos < len(self.tokens):
-            token, column = self.tokens[self.pos]
-            if token == ")":
-                raise ParseError("unmatched ')'", column)
-            raise ParseError(f"expected an operator before '{token}'", column)
-        return expr
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos][0] if self.pos < len(self.tokens) else None
-
-    def take(self) -> tuple[str, int]:
-        token = self.tokens[self.pos]
-        self.pos += 1
-        return token
-
-    def count_operator(self, column: int) -> None:
-        self.operators += 1
-        if self.operators > MAX_OPERATORS:
-            raise ParseError(f"too many operators (the limit is {MAX_OPERATORS})", column)
-
-    def sum(self) -> Expr:
-        expr = self.product()
-        while (op := self.peek()) in ("+", "-"):
-            self.count_operator(self.take()[1])
-            expr = (_op(op), expr, self.product())
-        return expr
-
-    def product(self) -> Expr:
-        expr = self.unary()
-        while self.peek() == "*":
-            self.count_operator(self.take()[1])
-            expr = ("*", expr, self.unary())
-        return expr
-
-    def unary(self) -> Expr:
-        negations: list[int] = []
-        while self.peek() == "-":
-            negations.append(self.take()[1])
-        expr = self.primary()
-        for column in reversed(negations):
-            if isinstance(expr, int):
-                expr = -expr
+        for token, column in self.tokens:
+            if self.expecting_operand:
+                self.operand(token, column)
             else:
-                self.count_operator(column)
-                expr = ("*", -1, expr)
-        return expr
-
-    def primary(self) -> Expr:
-        if self.pos == len(self.tokens):
+                self.operator(token, column)
+        if self.expecting_operand:
             raise ParseError("expected a number or '(' at the end", len(self.text))
-        token, column = self.take()
-        if token.isdigit():
-            return int(token)
-        if token == "(":
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise ParseError(
-                    f"parentheses nested too deeply (the limit is {MAX_DEPTH})", column
-                )
-            expr = self.sum()
-            if self.peek() != ")":
-                raise ParseError("'(' is never closed", column)
-            self.take()
-            self.depth -= 1
-            return expr
-        raise ParseError(f"expected a number or '(' before '{token}'", column)
+        if (unclosed := self.groups[-1].column) is not None:
+            raise ParseError("'(' is never closed", unclosed)
+        return self.groups[0].close()
+
+    def operand(self, token: str, column: int) -> None:
+        """A token where an operand must start: a minus, '(' or a number."""
+        if token == "-":
+            self.negations.append(column)
+        elif token == "(":
+            self.groups.append(_Group(column, self.negations))
+            self.negations = []
+        elif token.isdigit():
+            self.groups[-1].operands.append(_negated((int(token), 0), self.negations))
+            self.negations, self.expecting_operand = [], False
+        else:
+            raise ParseError(f"expected a number or '(' before '{token}'", column)
+
+    def operator(self, token: str, column: int) -> None:
+        """A token after an operand: an operator, or the ')' that ends a group."""
+        group = self.groups[-1]
+        if token in PRECEDENCE:
+            group.push_operator(token)
+            self.expecting_operand = True
+        elif token == ")" and group.column is not None:
+            self.groups.pop()
+            self.groups[-1].operands.append(_negated(group.close(), group.negations))
+        elif group.column is not None:
+            raise ParseError("'(' is never closed", group.column)
+        elif token == ")":
+            raise ParseError("unmatched ')'", column)
+        else:
+            raise ParseError(f"expected an operator before '{token}'", column)
+
+
+def _negated(operand: _Operand, negations: list[int]) -> _Operand:
+    """``operand`` under the minus signs in front of it: a number's folded into it."""
+    expr, nesting = operand
+    for _ in negations:
+        if isinstance(expr, int):
+            expr = -expr
+        else:
+            expr, nesting = ("*", -1, expr), nesting + 1
+    return expr, nesting
 
 
 def _tokenize(text: str) -> list[tuple[str, int]]:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resonate.resonate import Resonate
+from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS, Resonate
+from resonate.retry import Never
 
 from resonator.connections import Connection
 from resonator.parser import render
@@ -108,6 +109,7 @@ def connect(
     tracer: Tracer,
     *,
     keep: int | None = None,
+    slots: int = DEFAULT_MAX_CONCURRENT_TASKS,
 ) -> tuple[Resonate, Connection]:
     """This process's ``Resonate``, with the four functions registered.
 
@@ -118,18 +120,26 @@ def connect(
     soon the work of a process that died is handed out again. ``tracer`` is
     what the functions know of this process (its name, for trace lines).
     The SDK's own server keeps the ``keep`` most recently settled
-    computations (None: all). Call ``start()`` on it inside a
+    computations (None: all). ``slots`` is how many tasks it runs at once
+    (the SDK's default: 64); a task that arrives when all are busy waits
+    here for one. Call ``start()`` on it inside a
     running event loop; the connection tells how the server fares.
     """
-    connection = Connection(url, group, pid, ttl, keep)  # each part works around a defect
+    connection = Connection(url, group, pid, ttl, keep=keep, slots=slots)  # works around defects
     resonate = Resonate(
         network=connection.network,  # where requests go: the server at url
         sources=connection.sources,  # where work and results come from
         group=group,
         pid=pid,
         ttl=ttl,
+        max_concurrent_tasks=slots,  # tasks run at once; more wait for a slot
         heartbeat=connection.heartbeat,  # renews the leases of the tasks in hand
         subscription_refresh_secs=connection.refresh_secs,
+        # The functions are deterministic: one that raised would raise again.
+        # The SDK's default retries a function that raised before its first
+        # durable call, for ever and without a word, pausing twice as long each
+        # time; with Never the promise is rejected at once and the caller is told.
+        retry_policy=Never(),
         autostart=False,
     )
     for name, function in FUNCTIONS.items():
@@ -154,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     tracer = Tracer(settings.name, settings.op_delay, settings.exp_delay)
     group = settings.group or "prompt"
     resonate, connection = connect(
-        settings.url, group, settings.pid, settings.ttl, tracer, keep=settings.keep
+        settings.url,
+        group,
+        settings.pid,
+        settings.ttl,
+        tracer,
+        keep=settings.keep,
+        slots=settings.slots,
     )
     if settings.role == "worker":
         return worker.work(resonate, connection)

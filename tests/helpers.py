@@ -55,20 +55,32 @@ _BINARY: dict[type[ast.operator], Callable[[int, int], int]] = {
 
 
 def oracle(text: str) -> int:
-    """Evaluate ``text`` with Python's own parser: nothing shared with ours."""
+    """Evaluate ``text`` with Python's own parser: nothing shared with ours.
 
-    def value(node: ast.expr) -> int:
+    Its tree is walked with a stack, as deep as it is: a chain of a thousand
+    operators is a thousand levels. (Python's parser itself takes at most 200
+    nested parentheses.)
+    """
+    values: list[int] = []
+    # Parenthesised so that newlines inside the text are legal Python too.
+    todo: list[tuple[ast.expr, bool]] = [(ast.parse(f"({text})", mode="eval").body, False)]
+    while todo:
+        node, ready = todo.pop()
         match node:
             case ast.Constant(value=int(n)):
-                return n
+                values.append(n)
+            case ast.UnaryOp(op=ast.USub()) if ready:
+                values.append(-values.pop())
             case ast.UnaryOp(op=ast.USub(), operand=operand):
-                return -value(operand)
-            case ast.BinOp(left=left, op=op, right=right):
-                return _BINARY[type(op)](value(left), value(right))
-        raise ValueError(ast.dump(node))
-
-    # Parenthesised so that newlines inside the text are legal Python too.
-    return value(ast.parse(f"({text})", mode="eval").body)
+                todo += [(node, True), (operand, False)]
+            case ast.BinOp(op=op) if ready:
+                right, left = values.pop(), values.pop()
+                values.append(_BINARY[type(op)](left, right))
+            case ast.BinOp(left=left, right=right):
+                todo += [(node, True), (right, False), (left, False)]
+            case _:
+                raise ValueError(ast.dump(node))
+    return values[0]
 
 
 def envelope(kind: str, **data: object) -> dict[str, object]:

@@ -18,7 +18,8 @@ def test_a_tiny_run_reports_every_figure(
 ) -> None:
     out = tmp_path / "results.json"
     tiny = ["--quick", "--depths", "1", "--chain", "2", "--runs", "3"]
-    more = ["--history", "0,12", "--batch", "3,6", "--piped", "4"]
+    more = ["--history", "0,12", "--batch", "3,6", "--piped", "4", "--pool", "1,2"]
+    more += ["--pool-depth", "2"]
     assert bench.main([*tiny, *more, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert list(report["modes"]) == bench.modes()
@@ -44,6 +45,17 @@ def test_a_tiny_run_reports_every_figure(
             assert [point["after"] for point in run["points"]] == [0, 12]
             if mode != "resonate":  # which does not say how many it holds
                 assert run["points"][1]["promises"] > run["points"][0]["promises"]
+    # The pool on each server: every operator ran, by one worker or the other.
+    assert list(report["pool"]) == list(report["modes"])[1:]
+    for run in report["pool"].values():
+        assert [row["workers"] for row in run["rows"]] == [1, 2]
+        for row in run["rows"]:
+            assert sum(row["operators_per_worker"]) == 3
+            assert len(row["operators_per_worker"]) == row["workers"]
+            assert row["wall_s"] > 0 and row["server_cpu_s"] > 0
+        assert run["rows"][0]["speedup"] == 1
+        assert run["ceiling"]["operators_per_s"] > 0
+    assert report["pool"]["standin"]["ceiling"]["requests_per_operator"] > 3
     # Progress on stderr, the table on stdout, and nothing of the clients' own between.
     printed = capsys.readouterr()
     assert "connected to" not in printed.err + printed.out
@@ -53,6 +65,7 @@ def test_a_tiny_run_reports_every_figure(
     columns = table.splitlines()[0].count(" p50 ms |")
     assert columns == len(report["modes"])
     assert "History, every promise kept:" in table
+    assert "Pool, stand-in: a balanced tree of depth 2 (3 operators of 100 ms)" in table
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ def test_an_input_too_long_to_read_says_the_limit_and_shows_no_caret() -> None:
     done = resonator("--local", "1 + " * 1250)
     assert done.returncode == 1
     assert done.stderr.splitlines()[1:] == [
-        "syntax error: expression too long: 5000 characters (the limit is 4000)"
+        "expression too long: 5000 characters (the limit is 4000)"
     ]
 
 
@@ -238,8 +238,31 @@ def test_a_bad_setting_is_one_line_and_a_usage_error(
 def test_help_lists_the_environment() -> None:
     done = resonator("--help")
     assert done.returncode == 0
-    for variable in ("GRP", "PID", "RESONATE_URL", "RESONATOR_TTL", "RESONATOR_OP_DELAY"):
+    for variable in (
+        "GRP",
+        "PID",
+        "RESONATE_URL",
+        "RESONATOR_TTL",
+        "RESONATOR_SLOTS",
+        "RESONATOR_OP_DELAY",
+    ):
         assert f"\n  {variable} " in done.stdout
+    assert "(default: the\n                      SDK's, 64)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "said"),
+    [
+        (["--slots", "0", "1"], {}, "argument --slots: a whole number above 0, not '0'"),
+        (["1"], {"RESONATOR_SLOTS": "x"}, "RESONATOR_SLOTS must be a whole number above 0"),
+    ],
+)
+def test_slots_take_a_whole_number_above_zero(
+    args: list[str], settings: dict[str, str], said: str
+) -> None:
+    done = resonator("--local", *args, **settings)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert said in done.stderr
 
 
 @pytest.mark.parametrize(

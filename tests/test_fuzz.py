@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from resonator.harness.processes import WAIT, Topology
-from resonator.parser import MAX_DEPTH, MAX_LENGTH, ParseError, parse, render
+from resonator.parser import MAX_LENGTH, ParseError, TooLarge, parse, render
 from tests.helpers import ask, envelope, oracle
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ def inputs(seed: int, count: int, max_length: int = MAX_LENGTH + 10) -> Iterator
                         case _ if spot < len(chars):
                             chars[spot] = rng.choice(ALPHABET)
                 yield "".join(chars)
-            case 3:
-                depth = rng.randint(MAX_DEPTH - 5, MAX_DEPTH + 5)
+            case 3:  # parentheses as deep as fit, which add nothing to the tree's depth
+                depth = rng.randint(0, (MAX_LENGTH - 50) // 2)
                 yield "(" * depth + rng.choice(VALID) + ")" * rng.randint(depth - 1, depth + 1)
             case _:
                 terms = rng.randint(1, max_length // 4)
@@ -70,8 +70,10 @@ def test_ten_thousand_inputs_parse_or_fail_with_a_column() -> None:
         try:
             tree = parse(text)
         except ParseError as error:
-            # Every error has a column, but the one for a text too long to read.
+            # Every error has a column, but a refusal of a text too large.
             if len(text) > MAX_LENGTH:
+                assert isinstance(error, TooLarge), (text, error.message)
+            if isinstance(error, TooLarge):
                 assert error.column is None, (text, error.column)
             else:
                 assert error.column is not None and 0 <= error.column <= len(text), error.column

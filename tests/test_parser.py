@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resonator.parser import (
-    MAX_DEPTH,
     MAX_LENGTH,
-    MAX_OPERATORS,
+    MAX_NESTING,
     Expr,
     ParseError,
+    TooLarge,
     parse,
     render,
 )
@@ -87,35 +87,75 @@ def test_errors_carry_message_and_column(text: str, message: str, column: int) -
 
 def test_length_limit() -> None:
     assert parse("1" * MAX_LENGTH) == int("1" * MAX_LENGTH)
-    with pytest.raises(ParseError, match="too long"):
+    with pytest.raises(TooLarge) as caught:
         parse("1" * (MAX_LENGTH + 1))
+    assert (
+        caught.value.message == f"expression too long: 4001 characters (the limit is {MAX_LENGTH})"
+    )
+    assert caught.value.column is None
 
 
-def test_depth_limit() -> None:
-    assert parse("(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH) == 1
-    deeper = "(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1)
-    with pytest.raises(ParseError, match="nested too deeply") as caught:
-        parse(deeper)
-    assert caught.value.column == MAX_DEPTH
+def chain(operators: int) -> str:
+    """``1 + 1 + ... + 1``: a tree as deep as it has operators, leaning left."""
+    return "+".join(["1"] * (operators + 1))
 
 
-def test_operator_limit() -> None:
-    parse(" + ".join(["1"] * (MAX_OPERATORS + 1)))
-    with pytest.raises(ParseError, match="too many operators"):
-        parse(" + ".join(["1"] * (MAX_OPERATORS + 2)))
-    # A minus in front of a parenthesis is a multiplication by -1, so it
-    # counts: each term below holds two operators.
-    terms = (MAX_OPERATORS + 1) // 3
-    parse(" + ".join(["-(1 + 1)"] * terms))
-    with pytest.raises(ParseError, match="too many operators"):
-        parse(" + ".join(["-(1 + 1)"] * (terms + 1)))
+def depth(expr: Expr) -> int:
+    """Operators on the longest path from the root to a number, counted without recursion."""
+    deepest, todo = 0, [(expr, 0)]
+    while todo:
+        node, above = todo.pop()
+        if isinstance(node, tuple):
+            todo += [(node[1], above + 1), (node[2], above + 1)]
+        deepest = max(deepest, above)
+    return deepest
 
 
-def test_extremes_fail_cleanly_or_parse() -> None:
-    # Each of these would overflow a naive recursive parser's stack.
+def zigzag(levels: int) -> str:
+    """A tree ``levels`` deep whose path turns right and left by turns."""
+    text = "1"
+    for level in range(levels):
+        text = f"1-({text})" if level % 2 else f"{text}+1"
+    return text
+
+
+def test_the_nesting_limit_refuses_in_one_line_that_is_no_syntax_error() -> None:
+    assert depth(parse(chain(MAX_NESTING))) == MAX_NESTING
+    with pytest.raises(TooLarge) as caught:
+        parse(chain(MAX_NESTING + 1))
+    assert caught.value.message == (
+        f"nested {MAX_NESTING + 1} deep (the limit is {MAX_NESTING}: each level is a "
+        "promise's argument inside its parent's, and the SDK's JSON stops at about 1,500 levels)"
+    )
+    assert caught.value.column is None
+    # Turning right (in parentheses) and left by turns, it counts the same.
+    with pytest.raises(TooLarge, match=f"^nested {MAX_NESTING + 1} deep"):
+        parse(zigzag(MAX_NESTING + 1))
+    # A minus in front of a parenthesis is a multiplication by -1: a level.
+    with pytest.raises(TooLarge, match=f"^nested {MAX_NESTING + 1} deep"):
+        parse("-(" + chain(MAX_NESTING) + ")")
+
+
+def test_no_limit_on_operators_or_parentheses_of_their_own() -> None:
+    # A balanced tree of depth 10: 1,023 operators in 3,411 characters.
+    text = "1"
+    for level in range(1, 11):
+        text = f"{text}+{text}" if level % 2 else f"({text})*({text})"
+    wide = parse(text)
+    assert (len(text), depth(wide)) == (3411, 10)
+    assert oracle(render(wide)) == oracle(text) == 2**62
+    # Parentheses add no depth: as many as fit.
+    assert parse("(" * 1999 + "7" + ")" * 1999) == 7
+
+
+def test_the_deepest_and_longest_trees_parse_and_render_without_recursion() -> None:
+    # Python's recursion limit (1,000 calls) is below these trees' depth.
+    for text in (chain(MAX_NESTING), zigzag(MAX_NESTING)):
+        assert render(parse(text)).replace(" ", "") == text
+    assert oracle(render(parse(chain(MAX_NESTING)))) == MAX_NESTING + 1
     assert parse("-" * (MAX_LENGTH - 1) + "1") == -1
-    for text in ["(" * MAX_LENGTH, "-(" * (MAX_LENGTH // 2), "1" + "+(1" * 1333]:
-        with pytest.raises(ParseError, match="nested too deeply"):
+    for text in ["(" * MAX_LENGTH, "-(" * (MAX_LENGTH // 2)]:
+        with pytest.raises(ParseError, match="at the end"):
             parse(text)
 
 

@@ -489,7 +489,7 @@ def test_history_keeps_no_line_too_long_and_only_the_last_thousand(state: dict[s
     with Terminal(term=DRAWN, **state) as terminal:
         terminal.ready()
         terminal.type("1" * 5000 + "\r")
-        terminal.showing("syntax error: expression too long: 5000 characters (the limit is 4000)")
+        terminal.showing("expression too long: 5000 characters (the limit is 4000)")
         terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0

@@ -72,6 +72,11 @@ def test_every_tree_matches_its_expression(expr: Expr) -> None:
     assert len(rows(tree)) == promises(expr)
 
 
+def test_the_promises_of_an_expression_nested_as_deep_as_allowed_are_counted() -> None:
+    # 1,000 operators deep: deeper than Python recurses.
+    assert promises(parse("+".join(["1"] * 1001))) == 3 * 1000 + 1
+
+
 def test_an_unknown_id_has_no_tree() -> None:
     async def scenario() -> Node | None:
         async with embedded() as (_, connection):

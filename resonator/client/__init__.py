@@ -6,7 +6,8 @@
 - ``trees.py``: a computation's promise tree, read back from the server, and
   followed as it changes;
 - ``scenarios.py``: the article's three failure modes, played on real processes;
-- ``text.py``: text as a terminal shows it, and a caret under a syntax error.
+- ``text.py``: text as a terminal shows it, a caret under a syntax error, and why
+  an expression too large is not computed.
 
 Neither face is imported here: ``terminal/`` and ``web/`` import this.
 """

@@ -21,7 +21,7 @@ import msgspec
 from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
 
-from resonator.client.text import escaped, syntax_error
+from resonator.client.text import escaped, not_computed
 from resonator.client.trees import Reader, changes, tally
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
@@ -98,7 +98,7 @@ class Calculator:
         try:
             return await self.value(await self.started(text, id, id_given), id)
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             log.debug("invocation %s failed", id, exc_info=True)
             raise Failed(f"error: {escaped(str(error))}") from None
@@ -173,7 +173,7 @@ class Calculator:
         try:
             await (await self.started(text, id, id_given)).id()
         except ParseError as error:
-            raise Failed(syntax_error(text, error)) from None
+            raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             raise Failed(f"error: {escaped(str(error))}") from None
 
@@ -220,12 +220,17 @@ class Calculator:
 
 def promises(expr: Expr) -> int:
     """How many promises computing ``expr`` takes: its own, and for an operation
-    those of its operands and one for its operator."""
-    match expr:
-        case [_, lhs, rhs]:
-            return 2 + promises(lhs) + promises(rhs)
-        case _:
-            return 1
+    those of its operands and one for its operator. (Counted with a stack: an
+    expression may be nested deeper than Python recurses.)"""
+    count, left = 0, [expr]
+    while left:
+        match left.pop():
+            case [_, lhs, rhs]:
+                count += 2
+                left += [lhs, rhs]
+            case _:
+                count += 1
+    return count
 
 
 def new_id() -> str:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Literal, NoReturn
 from urllib.parse import urlsplit
 
-from resonate.resonate import DEFAULT_TTL
+from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS, DEFAULT_TTL
 
 from resonator.connections import healthy
 from resonator.servers import KEEP, OneLine, Parser, positive
@@ -41,6 +41,8 @@ environment:
                       if it answers, else embedded)
   RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
                       worker goes to another (default: the SDK's, 60)
+  RESONATOR_SLOTS     tasks this process runs at once, as --slots (default: the
+                      SDK's, {DEFAULT_MAX_CONCURRENT_TASKS})
   RESONATOR_OP_DELAY  seconds each operator takes, to leave time for a crash (default: 0)
   RESONATOR_EXP_DELAY seconds each run of "=" takes, likewise (default: 0)
   RESONATOR_KEEP      embedded: settled computations kept in memory; older ones
@@ -64,6 +66,7 @@ class Settings:
     op_delay: float  # seconds each operator takes
     exp_delay: float  # seconds each run of "=" takes
     keep: int  # embedded: settled computations kept in memory
+    slots: int  # tasks run at once
     role: Role = "prompt"
 
     @property
@@ -112,6 +115,13 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         "printed in order (default: %(default)s)",
     )
     cli.add_argument(
+        "--slots",
+        type=positive,
+        metavar="N",
+        help="run up to N tasks at once (default: RESONATOR_SLOTS, else the SDK's "
+        f"{DEFAULT_MAX_CONCURRENT_TASKS}); a worker with one slot takes one step at a time",
+    )
+    cli.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v: trace lines; -vv: debug log"
     )
     words = sys.argv[1:] if argv is None else argv
@@ -129,7 +139,7 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     alone = (args.tree or args.watch) and not args.expressions
     if args.id and not (len(args.expressions) == 1 or alone):
         cli.error("--id names one invocation: give exactly one EXPR with it")
-    settings = environment(args.url)
+    settings = environment(args.url, args.slots)
     named = "--url" if args.url else "RESONATE_URL"
     if settings.url and (wrong := what_is_wrong(settings.url)):
         cli.error(f"{named} {wrong}: {settings.url!r}")
@@ -172,7 +182,8 @@ def what_is_wrong(url: str) -> str | None:
     return "names no port a server can listen on (1 to 65535)" if port == 0 else None
 
 
-def environment(url: str | None) -> Settings:
+def environment(url: str | None, slots: int | None) -> Settings:
+    """The settings the environment makes, but for ``url`` and ``slots`` when given."""
     group = os.environ.get("GRP") or None
     pid = os.environ.get("PID") or None
     if group is not None:
@@ -193,6 +204,7 @@ def environment(url: str | None) -> Settings:
         op_delay=seconds("RESONATOR_OP_DELAY") or 0.0,
         exp_delay=seconds("RESONATOR_EXP_DELAY") or 0.0,
         keep=number("RESONATOR_KEEP", KEEP),
+        slots=slots or number("RESONATOR_SLOTS", DEFAULT_MAX_CONCURRENT_TASKS),
     )
 
 

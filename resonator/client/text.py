@@ -5,10 +5,23 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
+from resonator.parser import TooLarge
+
 if TYPE_CHECKING:
     from resonator.parser import ParseError
 
 WINDOW = 60  # columns of a long input shown at once, around its error
+
+
+def not_computed(text: str, error: ParseError) -> str:
+    """Why ``text`` is not computed, as a person should read it.
+
+    An expression too large to carry is said as it is, in one line; anything
+    else is a syntax error, with a caret under its column.
+    """
+    if isinstance(error, TooLarge):
+        return escaped(error.message)
+    return syntax_error(text, error)
 
 
 def syntax_error(text: str, error: ParseError) -> str:
@@ -16,8 +29,8 @@ def syntax_error(text: str, error: ParseError) -> str:
 
     Control characters are shown escaped (``\\x00``), in the input and in the
     message alike; tabs as the spaces they would take; and a long input as a
-    window around the column. An error of no column (the input is too long),
-    or of an input with nothing to point at, is the message alone.
+    window around the column. An error of no column, or of an input with
+    nothing to point at, is the message alone.
     """
     message = escaped(error.message)
     if error.column is None or not text.strip():

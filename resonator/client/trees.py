@@ -57,10 +57,10 @@ class Node:
     value: Any
     task: str = ""  # pending only: running, awaiting or unclaimed ("" if not known)
     children: list[Node] = field(default_factory=list)
-
-    def final(self) -> bool:
-        """It and every promise under it settled: it will never change again."""
-        return self.state != "pending" and all(child.final() for child in self.children)
+    # It and every promise under it settled: it will never change again. Set
+    # from the children's own, once they are read, so that asking costs no
+    # walk down a tree that may be a thousand levels deep.
+    final: bool = field(default=False, compare=False)
 
 
 class Reader:
@@ -101,7 +101,8 @@ class Reader:
             task=await self.task(id) if record.state == "pending" else "",
             children=[child for child in children if child is not None],
         )
-        if node.final():
+        node.final = node.state != "pending" and all(child.final for child in node.children)
+        if node.final:
             self.finals[id] = node
         return node
 
@@ -128,14 +129,16 @@ def place(id: str, target: str) -> str:
 def rows(root: Node) -> list[tuple[str, Node]]:
     """(branch lines + id, node) for every node, top to bottom."""
     found: list[tuple[str, Node]] = []
-
-    def walk(node: Node, lead: str, branch: str) -> None:
+    # (node, the lines in front of its children's, the branch in front of it),
+    # depth first: a stack, since a tree can be deeper than Python recurses.
+    todo = [(root, "", "")]
+    while todo:
+        node, lead, branch = todo.pop()
         found.append((branch + node.id, node))
-        for i, child in enumerate(node.children):
-            last = i == len(node.children) - 1
-            walk(child, lead + ("    " if last else "│   "), lead + ("└── " if last else "├── "))
-
-    walk(root, "", "")
+        last = len(node.children) - 1
+        for i, child in reversed(list(enumerate(node.children))):
+            below = lead + ("    " if i == last else "│   ")
+            todo.append((child, below, lead + ("└── " if i == last else "├── ")))
     return found
 
 

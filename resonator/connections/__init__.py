@@ -26,16 +26,19 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
-from resonate.connections import HttpConnection, LocalConnection
+from resonate.connections import LocalConnection
+from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS
 from resonate.send import Sender
 from resonate.transport import Transport
 
 from resonator.connections.heartbeat import HeartbeatPerOrigin
 from resonator.connections.link import BACKOFF, Link
+from resonator.connections.slots import Acquiring, Slots
 from resonator.connections.sse import KeepListening
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import timedelta
 
     from resonate.resonate import Resonate
@@ -63,6 +66,11 @@ class Connection:
       request, which the protocol refuses once they belong to two
       computations, so none is renewed; and it waits for each beat's answer,
       so a beat lost in a short cut lapsed a lease (``heartbeat.py``).
+    - ``slots``: the SDK lets every ``execute`` message wait for a slot, and
+      the server sends a task again while it waits: each copy waited too, and
+      on a big tree the line grew without end (``slots.py``). One copy waits
+      here; and on Postgres, a process takes no more of its group's work than
+      it can start.
     - ``refresh_secs``, 0: below.
 
     The in-process server also forgets all but the ``keep`` most recently
@@ -79,14 +87,23 @@ class Connection:
     refresh_secs = 0.0
 
     def __init__(
-        self, url: str | None, group: str, pid: str, ttl: timedelta, keep: int | None = None
+        self,
+        url: str | None,
+        group: str,
+        pid: str,
+        ttl: timedelta,
+        *,
+        keep: int | None = None,
+        slots: int = DEFAULT_MAX_CONCURRENT_TASKS,
     ) -> None:
         self.url, self.group, self.pid = url, group, pid
+        self.slots = Slots(slots)  # the SDK's max_concurrent_tasks, as the process runs with
         self.token = os.environ.get("RESONATE_TOKEN") or None
         # Told whether the server can reach us (None in-process: it always can).
         self.link = Link(url) if url else None
         self.network: Network
         self.sources: list[Source]
+        freed: Callable[[], None] | None = None  # told when a task here ends, if need be
         if url is None:
             local = LocalConnection(pid=pid, group=group)
             local.state = IndexedServerState(keep)
@@ -96,12 +113,15 @@ class Connection:
             from resonator.connections.timers import KeepSweeping
 
             assert self.link is not None
-            database = KeepSweeping(url, group, pid, self.link)
+            database = KeepSweeping(url, group, pid, self.link, slots=self.slots)
             self.network, self.sources = database, [database]
+            freed = database.slot_freed
         else:
             assert self.link is not None
-            self.network = HttpConnection(url, auth=self.token, backoff=BACKOFF)
-            self.sources = [KeepListening(url, group, pid, self.link, self.token)]
+            self.network = Acquiring(url, self.slots, auth=self.token, backoff=BACKOFF)
+            link, token = self.link, self.token
+            listening = KeepListening(url, group, pid, link, token=token, slots=self.slots)
+            self.sources = [listening]
         # Requests of our own, beside the SDK's; the token goes in each
         # request's head too, where the real server reads it.
         self.sender = Sender(Transport(self.network), self.token)
@@ -110,7 +130,10 @@ class Connection:
         self.heartbeat = None
         if url is not None:  # in-process, no lease lapses: the SDK's does nothing
             lease_ms = int(ttl.total_seconds() * 1000)
-            self.heartbeat = HeartbeatPerOrigin(pid, lease_ms, self.sender)
+            self.heartbeat = heartbeat = HeartbeatPerOrigin(pid, lease_ms, self.sender)
+            self.slots.running = lambda: len(heartbeat.runs)
+            if freed:
+                heartbeat.stopped = freed
 
     async def listen(self, id: str) -> PromiseRecord:
         """Promise ``id`` as the server has it, which is to tell this process when it settles.

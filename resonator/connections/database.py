@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS
 from resonate_base import ConnectorError
 from resonate_pg import PostgresConnection
 from resonate_pg.connection import RPC_SQL
 from resonate_pg.wire import execute_message, unblock_message
 
 from resonator.connections.link import Refused
+from resonator.connections.slots import Slots
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from resonate_pg.client import PgConn
 
@@ -55,10 +57,11 @@ FROM answered
 
 # Every message addressed to this process, in one statement: the work sent to
 # its group, the work sent to it alone, and the promises it waits for.
+# The last column says which rows are the group's.
 DRAIN = (
-    "SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
-    "UNION ALL SELECT task_id, version, NULL FROM resonate.dequeue_execute(%s, %s) "
-    "UNION ALL SELECT NULL, NULL, promise::text FROM resonate.dequeue_unblock(%s, %s)"
+    "SELECT task_id, version, NULL, true FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT task_id, version, NULL, false FROM resonate.dequeue_execute(%s, %s) "
+    "UNION ALL SELECT NULL, NULL, promise::text, false FROM resonate.dequeue_unblock(%s, %s)"
 )
 
 
@@ -123,17 +126,31 @@ class Database(PostgresConnection):
 
     preloading = True  # until the database says this role may not read the promises
 
-    def __init__(self, url: str, group: str, pid: str, link: Link) -> None:
+    def __init__(
+        self, url: str, group: str, pid: str, link: Link, *, slots: Slots | None = None
+    ) -> None:
         # The pump drains when NOTIFY says there is something to take, and at
         # least once a second (the connector's default is four times), which
         # is also how soon an outage of the database is noticed.
         super().__init__(sessions=OneTrip(url), pid=pid, group=group, tick=1.0)
         self.link = link
+        self.slots = slots or Slots(DEFAULT_MAX_CONCURRENT_TASKS)
+        # The last drain left work of the group behind, for want of a free slot.
+        self.left_behind = False
+
+    def recv(self, callback: Callable[[str], None]) -> None:
+        super().recv(self.slots.gate(callback))  # one copy of a task's execute waits here
+
+    def slot_freed(self) -> None:
+        """A task ended here: if the group's work was left behind, drain again now."""
+        if self.left_behind:
+            self._wake.set()
 
     async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
         """A request, in one statement: ``PRELOADING``, or the connector's own where it may not."""
         if self._stopped:
             raise ConnectorError(RuntimeError("connection has been stopped"))
+        key = self.slots.acquiring(req)
         try:
             if self.preloading:
                 try:
@@ -145,6 +162,9 @@ class Database(PostgresConnection):
             raise
         except Exception as error:  # as the connector: whatever failed, the request did
             raise ConnectorError(error) from error
+        finally:
+            if key is not None:
+                self.slots.acquired(key)
 
     def refused(self) -> None:
         # The statement failed whole, so nothing was done: it is asked again without the read.
@@ -180,18 +200,26 @@ class Database(PostgresConnection):
         self.link.connected()
 
     async def take(self) -> None:
-        """Claim every message addressed to this process, in one statement, and hand them on.
+        """Claim the messages addressed to this process, in one statement, and hand them on.
 
         The connector's drain makes three statements in one transaction, five
         round trips; here one. Delivered once the statement (and its
         transaction) is over, as the connector does, and again at once if a
         kind of message filled its page.
+
+        Of the work sent to the group, it takes only as much as it has slots
+        free: the rest is left to the other members, which may be idle, and
+        to this one once a task of its own ends. (Work sent to this process
+        alone, and results, are all taken: nobody else would take them.)
         """
         group, alone, limit = self._anycast, self._unicast, self._limit
-        rows = await self.rows(DRAIN, (group, limit, alone, limit, alone, limit))
-        for task, version, promise in rows:
+        free = min(limit, self.slots.free())
+        rows = await self.rows(DRAIN, (group, free, alone, limit, alone, limit))
+        for task, version, promise, _ in rows:
             self._deliver(unblock_message(promise) if promise else execute_message(task, version))
-        if len(rows) >= self._limit:
+        # The group's work filled the free slots: there may be more of it.
+        self.left_behind = free < limit and sum(row[3] for row in rows) >= free
+        if len(rows) >= limit:
             self._wake.set()
 
     async def _listen_once(self) -> None:

@@ -54,6 +54,8 @@ from resonate.ids import origin_of
 from resonate.send import TaskRef
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from resonate.send import TaskHeartbeating
 
 log = logging.getLogger("resonator")
@@ -76,6 +78,7 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
         # Beats without an answer yet, by origin, oldest first.
         self.waiting: defaultdict[str, dict[asyncio.Task[None], None]] = defaultdict(dict)
         self.refused = False  # a refusal was said already
+        self.stopped: Callable[[], None] = lambda: None  # told when a task's run ends
 
     def start(self, task_id: str, task_version: int) -> None:
         self.runs[task_id] += 1
@@ -86,6 +89,7 @@ class HeartbeatPerOrigin(AsyncHeartbeat):
         if self.runs[task_id] <= 0:
             del self.runs[task_id]
             super().stop(task_id)
+        self.stopped()
 
     async def _run(self) -> None:
         # The SDK's loop, but for the grouping and the patience, and for its

@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from resonate.connections import SSEConnection
+from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS
 
 from resonator.connections.link import BACKOFF, Unauthorized
+from resonator.connections.slots import Slots
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from resonator.connections.link import Link
 
 
@@ -31,10 +35,21 @@ class KeepListening(SSEConnection):
     """
 
     def __init__(
-        self, url: str, group: str, pid: str, link: Link, token: str | None = None
+        self,
+        url: str,
+        group: str,
+        pid: str,
+        link: Link,
+        *,
+        token: str | None = None,
+        slots: Slots | None = None,
     ) -> None:
         super().__init__(url, pid=pid, group=group, auth=token, backoff=BACKOFF)
         self.link = link
+        self.slots = slots or Slots(DEFAULT_MAX_CONCURRENT_TASKS)
+
+    def recv(self, callback: Callable[[str], None]) -> None:
+        super().recv(self.slots.gate(callback))  # one copy of a task's execute waits here
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -18,7 +18,8 @@ request and stream must carry ``Authorization: Bearer <token>``; anything else
 is answered 401 and changes nothing, and ``/health`` says only that it is up.
 Without a token it listens on loopback only.
 
-A message for a process that is connected goes out at once. One for a
+A message for a process that is connected goes out at once; one for any
+process of a group goes to the least busy (``route``). One for a
 process that is not waits for it for a scan or two (0.1 to 0.2 s), and is
 then dropped, until the retry timeout sends the task again: the real server
 sends every message from a scan, every 0.1 s, so a process that connects
@@ -42,7 +43,7 @@ import signal
 import socket
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -101,8 +102,10 @@ class DevServer:
         self.streams: dict[str, dict[str, Stream]] = defaultdict(dict)
         self.turns: dict[str, int] = defaultdict(int)
         self.url = ""  # where it listens, which every execute message names
-        # Messages whose process was not connected: (when to drop, address, message).
-        self.waiting: list[tuple[float, str, bytes]] = []
+        # Messages whose process was not connected: (when to drop, address,
+        # message, the task an execute offers).
+        self.waiting: list[tuple[float, str, bytes, str | None]] = []
+        self.load = Load()  # what each process has in hand, for anycast
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self.authorize])
@@ -180,6 +183,7 @@ class DevServer:
         """The model's response envelope to a flat request, in the real server's words."""
         try:
             response = self.state.apply(now_ms(), wire.request(self.state, flat))
+            self.load.count(flat, response["status"])
         except ServerError as error:
             kind, corr_id = (
                 (flat.get("kind"), flat.get("corrId")) if isinstance(flat, dict) else (None, None)
@@ -257,8 +261,9 @@ class DevServer:
         outgoing, self.state.outgoing = self.state.outgoing, []
         until = time.monotonic() + TICK_SECONDS
         for message in outgoing:
-            said = msgspec.json.encode(wire.message(self.state, message.message, self.url))
-            self.waiting.append((until, message.address, said))
+            said = wire.message(self.state, message.message, self.url)
+            task = said["data"]["task"]["id"] if said["kind"] == "execute" else None
+            self.waiting.append((until, message.address, msgspec.json.encode(said), task))
         self.send_waiting()
 
     def send_waiting(self) -> None:
@@ -267,16 +272,26 @@ class DevServer:
         A dropped ``execute`` is sent again when the retry timeout sends its task again.
         """
         now, waiting, self.waiting = time.monotonic(), self.waiting, []
-        for until, address, message in waiting:
-            if stream := self.route(address):
-                stream.put_nowait(message)
+        for until, address, message, task in waiting:
+            if pid := self.route(address):
+                group = address.partition("@")[2].partition("/")[0]
+                self.streams[group][pid].put_nowait(message)
+                if task is not None:
+                    self.load.offered(task, pid)
             elif now < until:
-                self.waiting.append((until, address, message))
+                self.waiting.append((until, address, message, task))
             else:
                 log.debug("nobody at %s: dropped %s", address, message.decode())
 
-    def route(self, address: str) -> Stream | None:
-        """``poll://uni@group/pid`` is that process; ``poll://any@group`` any one, in turn."""
+    def route(self, address: str) -> str | None:
+        """Whom to send to: for ``poll://uni@group/pid`` that pid, for ``poll://any@group`` one.
+
+        Of a group, the least busy member: it holds the fewest tasks, and has
+        the fewest offered to it and not yet taken; of those equally busy, each
+        in turn. (The real server picks one at random, busy or not; a message
+        that waits at a busy member while another is idle is the pool's loss:
+        docs/distributed.md.)
+        """
         scheme, _, rest = address.partition("://")
         cast, _, place = rest.partition("@")
         group, _, pid = place.partition("/")
@@ -284,10 +299,12 @@ class DevServer:
         if scheme != "poll" or not members:
             return None
         if cast == "uni":
-            return members.get(pid)
+            return pid if pid in members else None
         if cast == "any":
             self.turns[group] += 1
-            return list(members.values())[self.turns[group] % len(members)]
+            pids = list(members)
+            start = self.turns[group] % len(pids)
+            return min(pids[start:] + pids[:start], key=self.load.of)
         return None
 
     async def ticking(self, app: web.Application) -> AsyncIterator[None]:
@@ -309,6 +326,47 @@ class DevServer:
         for members in self.streams.values():
             for stream in members.values():
                 stream.put_nowait(None)
+
+
+class Load:
+    """The tasks each process holds, and those offered to it and not yet taken by anyone."""
+
+    def __init__(self) -> None:
+        self.holders: dict[str, str] = {}  # task -> the pid that acquired it
+        self.offers: dict[str, str] = {}  # task -> the pid last offered it
+        self.held: Counter[str] = Counter()
+        self.open: Counter[str] = Counter()  # offers not yet taken, by pid
+
+    def of(self, pid: str) -> int:
+        return self.held[pid] + self.open[pid]
+
+    def offered(self, task: str, pid: str) -> None:
+        self.withdraw(task)
+        self.offers[task] = pid
+        self.open[pid] += 1
+
+    def withdraw(self, task: str) -> None:
+        if (pid := self.offers.pop(task, None)) is not None:
+            self.open[pid] -= 1
+
+    def count(self, flat: Any, status: int) -> None:
+        """What an answered request changed: a task taken, or let go."""
+        if not isinstance(flat, dict) or status not in (200, 201):
+            return  # refused (or a redirect): nothing changed hands
+        kind, task, pid = flat.get("kind"), flat.get("id"), flat.get("pid")
+        if not isinstance(task, str):
+            return
+        if kind == "task.acquire" and isinstance(pid, str):
+            self.withdraw(task)
+            self.let_go(task)
+            self.holders[task] = pid
+            self.held[pid] += 1
+        elif kind in ("task.fulfill", "task.suspend", "task.release"):
+            self.let_go(task)
+
+    def let_go(self, task: str) -> None:
+        if (pid := self.holders.pop(task, None)) is not None:
+            self.held[pid] -= 1
 
 
 async def listen(host: str, port: int, server: DevServer) -> None:

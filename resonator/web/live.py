@@ -29,6 +29,10 @@ log = logging.getLogger("resonator")
 
 LISTED = 50  # computations listed; the oldest are forgotten first
 AGAIN = 1.0  # seconds before a tree that could not be read is read again
+# Levels of promises the page draws. Its tree nests in JSON two levels a
+# promise (a node, its children), and both ``shape`` and the encoder recurse:
+# an expression may be 1,000 deep, which neither would survive.
+DRAWN_DEPTH = 500
 
 
 class Board:
@@ -60,6 +64,21 @@ class Board:
 
 
 # ── The trees ───────────────────────────────────────────────────────────────
+
+
+def drawn(root: Node) -> dict[str, Any]:
+    """The tree as the page draws it, or one line saying that it is too deep to draw here."""
+    deepest, todo = 0, [(root, 1)]
+    while todo:  # a stack: the tree may be deeper than Python recurses
+        node, level = todo.pop()
+        deepest = max(deepest, level)
+        todo += [(child, level + 1) for child in node.children]
+    if deepest > DRAWN_DEPTH:
+        return {
+            "error": f"this tree is {deepest} promises deep; the page draws {DRAWN_DEPTH} at "
+            f"most (resonator --tree --id {root.id} shows it)"
+        }
+    return shape(root)
 
 
 def shape(node: Node) -> dict[str, Any]:
@@ -132,7 +151,7 @@ class Trees:
             try:
                 async for root in changes(reader, tree.id):
                     tree.root = root
-                    tree.board.put("tree", shape(root))
+                    tree.board.put("tree", drawn(root))
                     self.seen(root)
                 return  # settled: it changes no more
             except Exception as error:  # no such promise (yet), or the server failed us

@@ -1,0 +1,107 @@
+"""Big trees: every expression within the parser's limits computes right, on every server.
+
+A chain ``1 + 1 + ... + 1`` of 999 operators is a tree 999 levels deep:
+deeper than Python recurses, and every promise id in it grows two characters
+a level. A balanced tree of depth 9 has 511 operators, 1,534 promises. Both
+are computed at once, on each server, and checked against Python's
+arithmetic; what is nested deeper than the servers can carry is refused
+before anything starts, in one line. (A balanced tree of depth 10, the
+widest that fits in 4,000 characters, is parsed in ``test_parser.py``; it
+would double the time these take.)
+
+The suite's big tier: minutes on the servers (``-m "not big"`` leaves it out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from resonator.client.trees import Node
+from resonator.harness.processes import TRACE, Topology
+from resonator.parser import MAX_NESTING, Expr, Op, parse, render
+from resonator.web.live import drawn
+from tests.helpers import VALUE, embedded, oracle
+
+pytestmark = pytest.mark.big
+
+CHAIN = "+".join(["1"] * 1000)  # 999 operators, 999 deep
+DEEPER = "+".join(["1"] * (MAX_NESTING + 2))  # one level past the limit
+BIG_WAIT = 900.0  # seconds: a loaded machine takes minutes over the chain
+
+
+def balanced(depth: int) -> str:
+    """A full tree of ``depth`` levels, without spaces: leaves 1 to 9, operators in turn."""
+    level: list[Expr] = [n % 9 + 1 for n in range(2**depth)]
+    for height in range(depth):
+        op: Op = ("+", "-", "*")[height % 3]
+        level = [(op, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return render(level[0]).replace(" ", "")
+
+
+WIDE = balanced(9)
+
+
+def test_the_big_trees_fit_and_are_as_big_as_said() -> None:
+    assert len(WIDE) <= 4000 and len(CHAIN) <= 4000
+    assert str(parse(WIDE)).count("(") == 511  # a tuple per operator
+    assert oracle(CHAIN) == 1000
+
+
+def test_the_big_trees_embedded() -> None:
+    async def values() -> list[int]:
+        async with embedded() as (resonate, _):
+            handles = [
+                resonate.run(id, "=", parse(text)) for id, text in (("c", CHAIN), ("w", WIDE))
+            ]
+            return [await handle.result() for handle in handles]
+
+    assert asyncio.run(values()) == [oracle(CHAIN), oracle(WIDE)]
+
+
+@pytest.mark.parametrize("server", ["stand-in", "postgres", "resonate"], indirect=True)
+def test_the_big_trees_on_each_server(server: str) -> None:
+    with Topology(server) as topology:
+        topology.standard()
+        chain = topology.prompt("--id", "chain", CHAIN, name="chain")
+        wide = topology.prompt("--id", "wide", WIDE, name="wide")
+        assert wide.wait_for(VALUE, timeout=BIG_WAIT).group(0) == str(oracle(WIDE))
+        assert chain.wait_for(VALUE, timeout=BIG_WAIT).group(0) == str(oracle(CHAIN))
+        assert chain.wait_closed() == wide.wait_closed() == 0
+        # Every operator ran, and once.
+        ran = Counter(t["id"].partition(":")[0] for t in topology.traces("ops"))
+        assert ran == {"chain": 999, "wide": 511}
+        assert len({t["id"] for t in topology.traces("ops")}) == 999 + 511
+        # No process said anything of an error, nor left a traceback.
+        for process in topology.history:
+            said = [line for line in process.lines if not TRACE.match(line)]
+            assert not [line for line in said if "rror" in line or "Traceback" in line], said
+        refused = topology.calculate(DEEPER)
+    # As a syntax error is refused: status 1, one line, no traceback.
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert "Traceback" not in refused.stderr and "syntax error" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"nested {MAX_NESTING + 1} deep (the limit is {MAX_NESTING}: each level is a promise's "
+        "argument inside its parent's, and the SDK's JSON stops at about 1,500 levels)"
+    )
+
+
+def test_the_page_says_a_tree_is_too_deep_to_draw_instead_of_failing() -> None:
+    # A chain of promises 1,001 deep, as the reader would read it.
+    root = leaf = Node("c", "= ...", "root", "resolved", 1000)
+    for level in range(1000):
+        child = Node(f"c:{'1.' * level}1", "= ...", "exp/lhs", "resolved", 1)
+        leaf.children, leaf = [child], child
+    assert drawn(root) == {
+        "error": "this tree is 1001 promises deep; the page draws 500 at most "
+        "(resonator --tree --id c shows it)"
+    }
+    json.dumps(drawn(root.children[0].children[0].children[0]))  # 998 deep: also refused
+    shallow = root
+    for _ in range(501):
+        shallow = shallow.children[0]
+    assert drawn(shallow)["id"] == shallow.id  # 500 deep: drawn
+    json.dumps(drawn(shallow))
