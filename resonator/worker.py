@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
     from resonator.connections import Connection
+    from resonator.connections.link import Link
 
 log = logging.getLogger("resonator")
 
@@ -45,19 +47,37 @@ async def until_stopped(resonate: Resonate, connection: Connection, name: str) -
 
 
 async def take_work(resonate: Resonate, connection: Connection, name: str) -> int:
-    """Say when the server first answers, then serve until cancelled."""
+    """Say that it started once its server answers, then serve until cancelled."""
     link = connection.link
     assert link is not None
-    while denial := await link.turned_away():
-        # A server that refuses the SDK's ids would send this worker its
-        # tasks again and again: it stops instead, at once (docs/servers.md).
-        if link.incompatible:
-            log.error("resonator: %s; this worker stops", denial)
-            return 1
-        # Turned away for its credentials: said, and the stream is asked
-        # again now and then, quietly, in case the server is given this token.
-        log.error("resonator: %s; retrying", denial)
-        await link.up.wait()
-    log.info("worker started: %s", name)
-    await asyncio.Future()  # until cancelled
-    return 0
+    saying = asyncio.ensure_future(started(link, name))
+    try:
+        while denial := await link.turned_away():
+            # A server that refuses the SDK's ids would send this worker its
+            # tasks again and again: it stops instead, at once (docs/servers.md).
+            if link.incompatible:
+                log.error("resonator: %s; this worker stops", denial)
+                return 1
+            # Turned away for its credentials: said, and the stream is asked
+            # again now and then, quietly, in case the server is given this token.
+            log.error("resonator: %s; retrying", denial)
+            await link.up.wait()
+        await asyncio.Future()  # until cancelled
+        return 0
+    finally:
+        saying.cancel()
+
+
+async def started(link: Link, name: str) -> None:
+    """Say so the moment work can reach this worker, before any of it runs.
+
+    Not after the check of the server's ids (``turned_away``): work that was
+    waiting for this worker comes with the server's first answer, and the
+    check's request races the requests that take it (on Postgres the first
+    drain even hands the work over before it says that the server answered).
+    A task takes a request to the server before its function runs; this
+    takes none.
+    """
+    await link.up.wait()
+    # Its process number is what to `kill -9` to crash it (docs/distributed.md).
+    log.info("worker started: %s (process %d)", name, os.getpid())

@@ -7,6 +7,7 @@ import base64
 import json
 import operator
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +113,15 @@ async def embedded(
         yield resonate, connection
     finally:
         await resonate.stop()
+
+
+def first_logged(said: str) -> float:
+    """When a process run with ``-vv`` logged its first line (as its event loop
+    started), in seconds since the epoch: a wait measured from there leaves out
+    Python's start-up, which a busy machine stretches to seconds."""
+    stamp = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", said, re.MULTILINE)
+    assert stamp, said
+    return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def available(server: str) -> str:

@@ -182,3 +182,20 @@ def test_a_computation_that_settled_while_its_prompt_was_away_is_printed(kind: s
         prompt.signal(signal.SIGCONT)
         assert prompt.wait_for(VALUE).group(0) == "3"
         assert prompt.wait_closed() == 0
+
+
+@pytest.mark.parametrize("kind", ["stand-in", "postgres", "resonate"])
+def test_10_a_worker_that_work_waits_for_says_it_started_before_it_runs_any(kind: str) -> None:
+    with Topology(available(kind), RESONATOR_TTL="2") as topology:
+        leased(topology)
+        prompt = topology.prompt("--id", "s", DEEP)
+        topology["ops"].wait_for(r"\[s:\S+\.3\]$")
+        kill(topology["ops"])
+        # Once the second number of each pair is in, the operators of all four
+        # pairs wait for an ops worker (or are about to).
+        for pair in ("1.1", "1.2", "2.1", "2.2"):
+            topology["rhs"].wait_for(rf"\[s:{pair}\.2\]$")
+        another = topology.worker("ops", "another", wait=False)
+        assert prompt.wait_for(VALUE).group(0) == "-32"
+        said = [line for line in another.lines if not line.startswith("connected to ")]
+        assert re.match(r"worker started: group=ops pid=another ", said[0]), said

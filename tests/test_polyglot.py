@@ -10,19 +10,24 @@ without them they skip, saying so, except in CI, where they fail.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shutil
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 from resonate.error import ApplicationError
 from resonate.resonate import DEFAULT_TTL
 
-from resonator.harness.processes import Topology
+from resonator.harness.processes import TRACE, WAIT, Topology, free_port, started
 from resonator.resonator import EXP, connect
 from resonator.trace import Tracer
-from tests.helpers import ARTICLE, VALUE, javascript, kill, operator_runs, oracle
+from tests.helpers import ARTICLE, ROOT, VALUE, javascript, kill, operator_runs, oracle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from resonator.harness.processes import Process
 
@@ -60,6 +65,34 @@ def test_the_article_with_javascript_computing_every_operator(mixed: Topology) -
     assert (done.returncode, done.stdout) == (0, "-3\n"), done.stderr
     ran = sorted((t["id"], t["what"]) for t in ops.traces())
     assert ran == [("a:1.3", "+ 1 2"), ("a:2.3", "- 3 4"), ("a:3", "* 3 -1")]
+
+
+def test_the_javascript_worker_started_before_its_server_says_what_the_python_ones_say(
+    mixed: Topology,
+) -> None:
+    mixed.port = free_port()
+    mixed.url = f"http://127.0.0.1:{mixed.port}"
+    mixed.programs["js"] = javascript()
+    ops = mixed.worker("ops", "js", wait=False)
+    ops.wait_for("^waiting for the Resonate server at ")
+    mixed.server()
+    mixed.worker("exp", "lhs")
+    mixed.worker("exp", "rhs")
+    started(ops, "ops", "js")
+    done = mixed.calculate(ARTICLE)
+    assert (done.returncode, done.stdout) == (0, "-3\n"), done.stderr
+    said = [line for line in ops.lines if not TRACE.match(line)]
+    waited = [f"waiting for the Resonate server at {mixed.url}", f"connected to {mixed.url}"]
+    assert said[:2] == waited, said
+    assert re.fullmatch(r"worker started: group=ops pid=js \(process \d+\)", said[2]), said
+    assert len(said) == 3, said
+    # Once per outage, that it cannot reach it; and that it is back.
+    kill(mixed["server"])
+    gone = ops.wait_for(f"^cannot reach the Resonate server at {mixed.url}; retrying$")
+    before = len(ops.lines)
+    mixed.server()
+    ops.wait_for(f"^connected to {mixed.url}$", after=before)
+    assert ops.lines.count(gone.group(0)) == 1, ops.lines
 
 
 def test_the_javascript_worker_killed_mid_operation_and_started_again(mixed: Topology) -> None:
@@ -107,3 +140,28 @@ def test_what_is_not_an_integer_is_refused_once_in_a_line(mixed: Topology) -> No
     assert ops.popen.poll() is None  # and it goes on serving
     done = mixed.calculate("1 + 2")
     assert done.stdout == "3\n", done.stderr
+
+
+def test_what_npm_ci_warns_of_here_is_explained_where_it_says_to_run_it(tmp_path: Path) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        why = "no npm: install it to run `npm ci` in ts/"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (.ci/run does)")
+        pytest.skip(why)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "ts" / name, tmp_path / name)
+    # What `npm ci --prefix ts` prints, on the Node that runs npm here (Debian's 20, say),
+    # without installing anything.
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(tmp_path), "--dry-run", "--offline"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    warned = re.findall(r"^npm warn (\w+) (.*)$", done.stderr + done.stdout, re.MULTILINE)
+    # Each warning is named in docs/polyglot.md, where it says why it does no harm.
+    docs = (ROOT / "docs" / "polyglot.md").read_text()
+    assert [(code, said) for code, said in warned if code not in docs] == []

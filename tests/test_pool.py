@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from resonator.harness.processes import Topology
+from resonator.harness.processes import Topology, started
 from resonator.parser import Expr, Op, render
 from tests.helpers import VALUE, kill, oracle
 
@@ -61,7 +61,7 @@ def test_a_pool_of_four_loses_a_member_mid_run_and_finishes(server: str) -> None
             for pid in POOL
         ]
         for process in pool:
-            process.wait_for(f"^worker started: group=ops pid={process.name}$")
+            started(process, "ops", process.name)
         prompt = topology.prompt("--id", "p", text)
         # Its second operator: the first had finished, since it has one slot.
         ops2 = topology["ops2"]

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resonator.harness.processes import Process, Topology, free_port
+from resonator.harness.processes import WAIT, Process, Topology, free_port
 from resonator.parser import Expr, render
 from resonator.servers import postgres
 from tests.helpers import (
@@ -214,6 +214,34 @@ def test_a_schema_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
         f"resonator-postgres: cannot read the schema {tmp_path / 'missing.sql'}: "
         "No such file or directory\n"
     )
+
+
+def test_a_data_folder_it_cannot_make_or_a_schema_that_is_not_one_is_one_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "notes.sql").write_text("these are notes, not SQL\n")
+    with Topology() as topology:  # for a folder that Postgres, as nobody, may enter
+        cases = [(tmp_path / "file" / "data", "cannot make "), (topology.files(), "cannot apply ")]
+        for data, said in cases:
+            args = ["--port", str(free_port()), "--data", str(data / "postgres")]
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "resonator.servers.postgres",
+                    *args,
+                    "--sql",
+                    str(tmp_path / "notes.sql"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=2 * WAIT,  # Postgres starts before the schema is applied
+                check=False,
+            )
+            assert done.returncode == 1
+            assert done.stderr.startswith(f"resonator-postgres: {said}"), done.stderr
+            assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_a_database_that_does_not_exist_is_named(quick: Topology) -> None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 
-from resonator.client.trees import Node, Reader
+from resonator.client.calculator import promises
+from resonator.client.trees import Node, Reader, rows
 from resonator.parser import Expr, parse, render
 from resonator.terminal.drawing import draw
 from tests.helpers import embedded, expressions, oracle
@@ -64,7 +65,16 @@ def test_the_articles_tree_has_ten_nodes_with_their_values() -> None:
 @settings(max_examples=25, deadline=None)
 @given(expressions)
 def test_every_tree_matches_its_expression(expr: Expr) -> None:
-    assert asyncio.run(computed_tree(render(expr))) == expected(expr, "calc", "root")
+    tree = asyncio.run(computed_tree(render(expr)))
+    assert tree == expected(expr, "calc", "root")
+    # All the promises the prompt's progress counts on, before there are any.
+    assert tree is not None
+    assert len(rows(tree)) == promises(expr)
+
+
+def test_the_promises_of_an_expression_nested_as_deep_as_allowed_are_counted() -> None:
+    # 1,000 operators deep: deeper than Python recurses.
+    assert promises(parse("+".join(["1"] * 1001))) == 3 * 1000 + 1
 
 
 def test_an_unknown_id_has_no_tree() -> None:

@@ -19,10 +19,26 @@ const rewrite = (data) => JSON.stringify(JSON.parse(Buffer.from(data, "base64").
 const decrypt = (value) => ({ ...value, data: value.data && Buffer.from(rewrite(value.data)).toString("base64") });
 const encryptor = { encrypt: (value) => value, decrypt };
 
-// The SDK logs JSON; the line a reader (and a test) waits for is that the stream is open.
+// The SDK logs JSON, and its stream's ups and downs as they happen. This worker says of its
+// server what the Python ones say (connections/link.py): that it waits for it, once, if it is
+// not there yet; once per outage, that it cannot reach it; when it answers, that it connected,
+// and the first time, `worker started` with its process number (what `kill -9` takes).
 const say = (fields, msg) => console.error(`${name}: ${msg}${fields.error ? `: ${fields.error}` : ""}`);
-const open = (_, msg) => msg === "adapter connected" && console.log(`worker started: group=${GRP} pid=${PID}`);
-const logger = { debug() {}, info: open, warn: say, error: say };
+let started = false;
+let away = false; // said that the server is not there, and not yet that it is back
+const up = (_, msg) => {
+  if (msg !== "adapter connected" && msg !== "adapter reconnected") return;
+  if (!started || away) console.log(`connected to ${url}`);
+  if (!started) console.log(`worker started: group=${GRP} pid=${PID} (process ${process.pid})`);
+  started = true;
+  away = false;
+};
+const down = (fields, msg) => {
+  if (msg !== "adapter reconnecting") return say(fields, msg);
+  if (!away) console.log(started ? `cannot reach the Resonate server at ${url}; retrying` : `waiting for the Resonate server at ${url}`);
+  away = true;
+};
+const logger = { debug() {}, info: up, warn: down, error: say };
 // The SDK's lease is in milliseconds; RESONATOR_TTL, as for the Python workers, in seconds.
 const resonate = new Resonate({ url, group: GRP, pid: PID, ttl: 1000 * Number(RESONATOR_TTL), encryptor, logger });
 

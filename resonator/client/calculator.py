@@ -21,7 +21,7 @@ import msgspec
 from resonate.codec import decode_settled
 from resonate.error import ApplicationError, ResonateError, ServerError
 
-from resonator.client.text import not_computed
+from resonator.client.text import escaped, not_computed
 from resonator.client.trees import Reader, changes, tally
 from resonator.connections import shut_down
 from resonator.parser import ParseError, parse, render
@@ -101,12 +101,12 @@ class Calculator:
             raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
             log.debug("invocation %s failed", id, exc_info=True)
-            raise Failed(f"error: {error}") from None
+            raise Failed(f"error: {escaped(str(error))}") from None
         except Exception as error:
             # Not expected, so not hidden either: the type and message here,
             # the traceback with -vv; and the prompt goes on.
             log.debug("invocation %s failed unexpectedly", id, exc_info=True)
-            raise Failed(f"error: {type(error).__name__}: {error}") from None
+            raise Failed(f"error: {type(error).__name__}: {escaped(str(error))}") from None
 
     async def started(self, text: str, id: str, id_given: bool) -> ResonateHandle[int]:
         """Computation ``id`` of ``text``, started or attached to; a given ``id`` claimed first."""
@@ -175,7 +175,7 @@ class Calculator:
         except ParseError as error:
             raise Failed(not_computed(text, error)) from None
         except ResonateError as error:
-            raise Failed(f"error: {error}") from None
+            raise Failed(f"error: {escaped(str(error))}") from None
 
     def reader(self) -> Reader:
         """A reader of this server's promise trees, which remembers nothing yet."""
@@ -186,9 +186,9 @@ class Calculator:
         try:
             root = await self.reader().tree(id)
         except ResonateError as error:
-            raise Failed(f"error: {error}") from None
+            raise Failed(f"error: {escaped(str(error))}") from None
         if root is None:
-            raise Failed(f"error: there is no promise {id}")
+            raise Failed(f"error: there is no promise {escaped(id)}")
         return root
 
     async def follow(self, id: str) -> AsyncIterator[Node]:
@@ -197,16 +197,40 @@ class Calculator:
             async for root in changes(self.reader(), id):
                 yield root
         except ResonateError as error:
-            raise Failed(f"error: {error}") from None
+            raise Failed(f"error: {escaped(str(error))}") from None
 
-    async def progress(self, id: str, every: float) -> AsyncIterator[tuple[int, int]]:
-        """How far computation ``id`` is, every ``every`` seconds: (promises settled, created)."""
+    async def progress(self, id: str, text: str, every: float) -> AsyncIterator[tuple[int, int]]:
+        """How far computation ``id`` of ``text`` is, every ``every`` seconds.
+
+        (promises settled, promises in all): all those its tree will have,
+        not those created so far, which grow in number as it goes.
+        """
+        try:
+            in_all = promises(parse(text))
+        except ParseError:
+            return  # no computation: ``compute`` says why
         reader = self.reader()
         while True:
             await asyncio.sleep(every)
             with contextlib.suppress(ResonateError):  # not created yet, or the server away
                 if root := await reader.tree(id):
-                    yield tally(root)
+                    settled, _ = tally(root)
+                    yield settled, in_all
+
+
+def promises(expr: Expr) -> int:
+    """How many promises computing ``expr`` takes: its own, and for an operation
+    those of its operands and one for its operator. (Counted with a stack: an
+    expression may be nested deeper than Python recurses.)"""
+    count, left = 0, [expr]
+    while left:
+        match left.pop():
+            case [_, lhs, rhs]:
+                count += 2
+                left += [lhs, rhs]
+            case _:
+                count += 1
+    return count
 
 
 def new_id() -> str:

@@ -17,13 +17,16 @@ from urllib.parse import urlsplit
 from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS, DEFAULT_TTL
 
 from resonator.connections import healthy
-from resonator.servers import KEEP, OneLine, positive
+from resonator.servers import KEEP, OneLine, Parser, positive
 
 DEFAULT_URL = "http://localhost:8001"
 SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
 JOBS = 8  # expressions of a batch in flight at once (see docs/benchmark.md)
 PIDS = {"exp": ("lhs", "rhs"), "ops": None}  # the pids a group's workers may take
 ID = re.compile(r"[!-9;-~]{1,100}")  # printable ASCII but ':', which the SDK reserves
+# A pid is a part of the worker's address and of its stream's path, /poll/ops/PID:
+# "a/b" or "%2e%2e" would be another path, where no stream is.
+PID_FORM = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # argparse takes any word that starts with '-' for an option, but '-5 + 3' and
 # '-(2 + 3)' are expressions: they are marked before parsing, unmarked after.
 NOT_AN_OPTION = "\x00"
@@ -32,7 +35,8 @@ LOOKS_NEGATIVE = re.compile(r"-+[\d(\s]")
 ENVIRONMENT = f"""\
 environment:
   GRP                 run as a worker of this group: exp or ops (unset: the prompt)
-  PID                 the worker's pid: lhs or rhs for exp; any for ops (default: random)
+  PID                 the worker's pid: lhs or rhs for exp; for ops, up to 64 letters,
+                      digits, - or _ (default: random)
   RESONATE_URL        the Resonate server, as --url (default: {DEFAULT_URL}
                       if it answers, else embedded)
   RESONATOR_TTL       seconds a task's lease lasts: how soon the work of a dead
@@ -74,7 +78,7 @@ class Settings:
 
 
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator",
         description="A distributed calculator on durable promises. With GRP set it is a\n"
         "worker; otherwise the prompt: give expressions as arguments, pipe them in,\n"
@@ -104,7 +108,7 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     cli.add_argument(
         "-j",
         "--jobs",
-        type=positive,
+        type=jobs,
         default=JOBS,
         metavar="N",
         help="expressions given or piped in: up to N computed at once, their values "
@@ -124,6 +128,8 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     marked = [NOT_AN_OPTION + w if LOOKS_NEGATIVE.match(w) else w for w in words]
     args = cli.parse_args(marked)
     args.expressions = [e.removeprefix(NOT_AN_OPTION) for e in args.expressions]
+    if args.url is not None:
+        args.url = args.url.removeprefix(NOT_AN_OPTION)
     if args.id is not None:
         args.id = args.id.removeprefix(NOT_AN_OPTION)
         if not ID.fullmatch(args.id):
@@ -135,10 +141,8 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
         cli.error("--id names one invocation: give exactly one EXPR with it")
     settings = environment(args.url, args.slots)
     named = "--url" if args.url else "RESONATE_URL"
-    if settings.url and not settings.url.startswith(SCHEMES):
-        cli.error(f"{named} must start with {', '.join(SCHEMES)}, not {settings.url!r}")
-    if settings.url and settings.url.startswith("http") and not urlsplit(settings.url).hostname:
-        cli.error(f"{named} names no host: {settings.url!r}")
+    if settings.url and (wrong := what_is_wrong(settings.url)):
+        cli.error(f"{named} {wrong}: {settings.url!r}")
     if settings.group and (args.expressions or args.id or args.local or args.tree or args.watch):
         cli.error("a worker (GRP set) takes no expressions, --id, --tree, --watch or --local")
     if args.local:
@@ -156,6 +160,28 @@ def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settin
     return args, dataclasses.replace(settings, role=role)
 
 
+def jobs(text: str) -> int:
+    """``--jobs``: a whole number above 0 (a negative one comes marked, as an expression)."""
+    return positive(text.removeprefix(NOT_AN_OPTION))
+
+
+def what_is_wrong(url: str) -> str | None:
+    """Why ``url`` cannot name a Resonate server, or None if it can."""
+    if not url.startswith(SCHEMES):
+        return f"must start with {', '.join(SCHEMES[:-1])} or {SCHEMES[-1]}"
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "http://[::1"
+        return f"is no URL ({error})"
+    if url.startswith("http") and not parts.hostname:
+        return "names no host"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = 0
+    return "names no port a server can listen on (1 to 65535)" if port == 0 else None
+
+
 def environment(url: str | None, slots: int | None) -> Settings:
     """The settings the environment makes, but for ``url`` and ``slots`` when given."""
     group = os.environ.get("GRP") or None
@@ -168,6 +194,8 @@ def environment(url: str | None, slots: int | None) -> Settings:
             usage("an exp worker needs a PID: PID=lhs or PID=rhs")
         if pids and pid not in pids:
             usage(f"an exp worker's PID must be lhs or rhs, not {pid!r}")
+        if pid is not None and not PID_FORM.fullmatch(pid):
+            usage(f"a worker's PID must be 1 to 64 letters, digits, '-' or '_', not {pid!r}")
     return Settings(
         group=group,
         pid=pid or uuid.uuid4().hex[:8],

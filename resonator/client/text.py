@@ -29,10 +29,11 @@ def syntax_error(text: str, error: ParseError) -> str:
 
     Control characters are shown escaped (``\\x00``), in the input and in the
     message alike; tabs as the spaces they would take; and a long input as a
-    window around the column. An error of no column is the message alone.
+    window around the column. An error of no column, or of an input with
+    nothing to point at, is the message alone.
     """
     message = escaped(error.message)
-    if error.column is None:
+    if error.column is None or not text.strip():
         return f"syntax error: {message}"
     pieces = [shown(char) for char in expand_tabs(text)]
     column = len(expand_tabs(text[: error.column]))

@@ -61,8 +61,11 @@ RESONATE_FLAGS = (
     "--messages-poll-interval",
     "10",
 )
-# Its log: that it listens, and what it refuses, but not every request.
-RESONATE_LOG = "warn,resonate=info,resonate::server=warn"
+# Its log: its settings and that it listens, then only what goes wrong; not a
+# line for every request (server), connection (transport) or task sent (processing).
+RESONATE_LOG = (
+    "warn,resonate=info,resonate::server=error,resonate::transport=warn,resonate::processing=warn"
+)
 
 
 def binary(server: str) -> str:
@@ -73,9 +76,12 @@ def binary(server: str) -> str:
 def missing(server: str) -> str | None:
     """Why ``server`` cannot run here, or None if it can."""
     if server == "postgres" and not os.environ.get("RESONATE_PG_SQL"):
-        return "no resonate.sql: set RESONATE_PG_SQL to run the tests on Postgres"
+        return "no resonate.sql: set RESONATE_PG_SQL to its path (docs/postgres.md)"
     if server.startswith("resonate") and not shutil.which(binary(server)):
-        return f"no real Resonate server: `{binary(server)}` is not on PATH"
+        return (
+            f"no real Resonate server: `{binary(server)}` is not on PATH; put the directory "
+            "that holds it on PATH (docs/servers.md says which build works)"
+        )
     return None
 
 
@@ -184,7 +190,7 @@ class Process:
 
 
 def started(worker: Process, group: str, pid: str) -> None:
-    worker.wait_for(f"^worker started: group={group} pid={pid}$")
+    worker.wait_for(rf"^worker started: group={group} pid={pid} \(process \d+\)$")
 
 
 class Topology:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
+from typing import NoReturn
 
 KEEP = 1000  # settled computations a server keeps, by default
 
@@ -19,6 +21,36 @@ def positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a whole number above 0, not {text!r}")
     return int(text)
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: a free one, where that is allowed)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port, 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def duration(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (and under a million)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 10**6:  # nor nan, nor inf
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """Every program's command line: a mistake in it is one line, and exit status 2.
+
+    (argparse's own puts its usage, three lines or more, above the message,
+    where it buries what went wrong; ``--help`` shows it.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 class OneLine(logging.Formatter):

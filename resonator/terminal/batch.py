@@ -109,8 +109,8 @@ class Batch:
         """The value (or tree, or watch) of one line, or why it has none."""
         if text is None:
             return Report(err=f"line {number}: not UTF-8 text; skipped", failed=True)
-        if not text.strip():
-            return Report()
+        if not text.strip() and not self.args.expressions:
+            return Report()  # a blank line piped in; one given is an empty expression
         id = self.args.id or new_id()
         self.waiting.append(id)  # until it ends: when Ctrl-C stops us, it goes on
         try:

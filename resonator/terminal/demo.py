@@ -34,6 +34,7 @@ from resonator.client.settings import setup_logging
 from resonator.client.trees import Reader, changes, ended
 from resonator.connections import Connection
 from resonator.harness.processes import TRACE, Transcript, missing
+from resonator.servers import Parser
 from resonator.terminal.drawing import show, table
 
 if TYPE_CHECKING:
@@ -142,7 +143,6 @@ class Demo(Stage):
         with open(os.devnull, "w") as nowhere:
             recorder = Console(record=True, width=92, file=nowhere)
             recorder.print(picture)
-        self.pictures.mkdir(parents=True, exist_ok=True)
         path = self.pictures / name
         path.write_text(recorder.export_svg(title=title))
         self.say(f"saved {path}")
@@ -171,7 +171,7 @@ async def before(
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-demo",
         description="The article's failure modes, healed on real processes: a server "
         "and workers of its own, on a free loopback port.",
@@ -197,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if why := missing(args.server):
         cli.error(why)
+    if args.pictures:
+        # Made, and tried, before the demo runs, rather than failing after it.
+        try:
+            args.pictures.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            cli.error(f"--pictures: cannot make {args.pictures}: {error.strerror}")
+        if not os.access(args.pictures, os.W_OK):
+            cli.error(f"--pictures: cannot write in {args.pictures}")
     # As for the prompt: no line from the SDK or asyncio, and no traceback
     # (a read of the tree cut short by Ctrl-C may fail once its server is gone).
     setup_logging(0, worker=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,12 @@ def exit_status(session: Coroutine[Any, Any, int]) -> int:
     except Unreachable as error:
         print(f"resonator: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # Whoever read the values stopped reading (`| head -1`): nothing to say,
+        # as for any program at the head of a pipe. Its stdout goes nowhere from
+        # now on, or Python's last flush, as it exits, would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # what SIGPIPE would have ended it with
     except Exception as error:
         log.debug("resonator failed", exc_info=True)
         print(f"resonator: {type(error).__name__}: {error} (-vv shows more)", file=sys.stderr)

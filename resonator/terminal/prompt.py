@@ -110,7 +110,7 @@ class Conversation:
         id = new_id()
         computing = self.calculator.compute(text, id)
         try:
-            value = await self.keys.wait(self.progress(id, computing) if shown else computing)
+            value = await self.keys.wait(self.progress(id, text, computing) if shown else computing)
         except Failed as failure:
             print(failure, file=sys.stderr)
             return
@@ -126,7 +126,7 @@ class Conversation:
         print(f"waiting for the server at {url} (Ctrl-C stops waiting)")
         await self.calculator.ready(None)
 
-    async def progress(self, id: str, computing: Awaitable[int]) -> int:
+    async def progress(self, id: str, text: str, computing: Awaitable[int]) -> int:
         """What ``computing`` gives; meanwhile, under the line typed, how far ``id`` is."""
         from rich.live import Live
 
@@ -135,8 +135,8 @@ class Conversation:
         with Live(status, transient=True, auto_refresh=False) as live:
 
             async def follow() -> None:
-                async for settled, created in self.calculator.progress(id, EVERY):
-                    status.plain = f"{settled} of {created} promises settled {BEHIND}"
+                async for settled, in_all in self.calculator.progress(id, text, EVERY):
+                    status.plain = f"{settled} of {in_all} promises settled {BEHIND}"
                     live.refresh()
 
             following = asyncio.ensure_future(follow())
@@ -153,8 +153,10 @@ class Conversation:
             print("Ctrl-D or :q quits.")
         elif name == ":help":
             print(HELP)
+        elif name in QUIT:
+            print(f"{name} takes nothing after it: type {name} alone to quit")
         elif name not in (":tree", ":watch"):
-            print(f"unknown command {name}; :help lists the commands")
+            print(f"unknown command {escaped(name)}; :help lists the commands")
         elif not id:
             print(f"{name} shows the last computation, and there is none yet: try {name} ID")
         else:

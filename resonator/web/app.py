@@ -30,7 +30,6 @@ page loads nothing from anywhere else.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -50,6 +49,7 @@ from resonator.client.scenarios import LEASES, SCENARIOS
 from resonator.client.settings import ID, SCHEMES, seconds, setup_logging
 from resonator.harness.processes import missing
 from resonator.resonator import EXP, connect
+from resonator.servers import Parser, tcp_port
 from resonator.servers.devserver import TurnedAway, loopback
 from resonator.trace import Tracer
 from resonator.web.live import Board, Listing, Trees
@@ -352,7 +352,7 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(
+    cli = Parser(
         prog="resonator-web",
         description="The live promise tree of each computation, the processes, and a kill "
         "button for each, in a browser.",
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "a token (default: %(default)s)",
     )
     cli.add_argument(
-        "--port", type=int, default=PORT, help="0 picks a free one (default: %(default)s)"
+        "--port", type=tcp_port, default=PORT, help="0 picks a free one (default: %(default)s)"
     )
     cli.add_argument(
         "--token",
