@@ -13,6 +13,7 @@ fit (``client/folding.py``), with a line above it that says so.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from typing import TYPE_CHECKING
@@ -26,7 +27,6 @@ from resonator.client.folding import fold, heading, lines, named, summary
 from resonator.client.text import shortened
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import AsyncIterator
 
     from resonator.client.folding import Fold
@@ -34,21 +34,25 @@ if TYPE_CHECKING:
 
 PIPED = 100  # rows of a tree drawn where no screen says how many fit
 SPARE = 4  # lines of a screen kept for the line above the tree, and the prompt below it
+ROW = 72  # columns of a folded row but its indent: its id, what, where, state, value, count
 WHAT = 60  # columns of an expression in a folded tree, piped or not
 
 
 def draw(root: Node, screen: os.terminal_size | None = None) -> str:
     """The tree as plain text, one aligned row per promise (easy to grep), folded if big.
 
-    On a ``screen``, it fits its height, and each row its width: the
-    expression is shortened in the middle.
+    On a ``screen``, it fits its height, and each row its width.
     """
-    said, columns = fitted(root, screen.lines if screen else None)
+    said, columns = fitted(root, screen)
     widths = [max(len(row[i]) for row in columns) for i in range(6)]
-    if screen and sum(widths) + 2 * 5 > screen.columns:
-        room = max(screen.columns - 2 * 5 - (sum(widths) - widths[1]), 9)
-        columns = [[row[0], shortened(row[1], room), *row[2:]] for row in columns]
-        widths[1] = max(len(row[1]) for row in columns)
+    # On a screen, the expressions give way first (shortened in the middle), then what rows hide.
+    for column, shorter in ((1, shortened), (5, clipped)):
+        gaps = 2 * (sum(1 for width in widths if width) - 1)
+        if screen and (over := sum(widths) + gaps - screen.columns) > 0:
+            width = max(widths[column] - over, 9)
+            for row in columns:
+                row[column] = shorter(row[column], width)
+            widths[column] = max(len(row[column]) for row in columns)
     return "\n".join(
         said
         + [
@@ -60,10 +64,22 @@ def draw(root: Node, screen: os.terminal_size | None = None) -> str:
     )
 
 
-def fitted(root: Node, height: int | None) -> tuple[list[str], list[list[str]]]:
-    """The rows of the tree on a screen of ``height`` lines (None: piped), folded if it must be,
-    and a line that says so if it was."""
-    rows = fold(root, max(height - SPARE, 8) if height else PIPED)
+def clipped(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: its end left out, where an ellipsis stands."""
+    return text if len(text) <= width else f"{text[: width - 1]}…"
+
+
+def fitted(root: Node, screen: os.terminal_size | None) -> tuple[list[str], list[list[str]]]:
+    """The rows of the tree on ``screen`` (None: piped), folded if it must be, and a line that
+    says so if it was.
+
+    Folded, it has the screen's lines but ``SPARE``, and as many levels as its
+    columns can indent.
+    """
+    if screen:
+        rows = fold(root, max(screen.lines - SPARE, 8), max((screen.columns - ROW) // 4, 2))
+    else:
+        rows = fold(root, PIPED)
     said = heading(root, rows)
     return [said] if said else [], [cells(b, row, bool(said)) for b, row in lines(rows)]
 
@@ -93,14 +109,14 @@ STYLES = {
 }
 
 
-def table(root: Node, height: int | None = None) -> Group:
-    """The tree for a terminal of ``height`` lines, in the words of ``draw``: settled rows dim,
-    the rest by state."""
-    said, columns = fitted(root, height)
+def table(root: Node, screen: os.terminal_size | None = None) -> Group:
+    """The tree for a terminal (of the size of ``screen``), in the words of ``draw``: settled
+    rows dim, the rest by state."""
+    said, columns = fitted(root, screen)
     grid = Table.grid(padding=(0, 2))
     for column in range(6):
         # The expressions give way when the terminal is narrow; nothing else does.
-        grid.add_column(no_wrap=True, overflow="ellipsis" if column == 1 else "fold")
+        grid.add_column(no_wrap=True, overflow="ellipsis" if column in (1, 5) else "fold")
     for row in columns:
         settled = row[3] not in ("pending", "")
         last = STYLES.get(row[4], "") if not settled else STYLES.get(row[3], "red")
@@ -121,7 +137,8 @@ async def show(states: AsyncIterator[Node], console: Console) -> Node | None:
     if console.is_terminal and not console.is_dumb_terminal:
         with Live(console=console, auto_refresh=False) as live:
             async for last in states:
-                live.update(table(last, console.height), refresh=True)
+                size = os.terminal_size((console.width, console.height))
+                live.update(table(last, size), refresh=True)
     else:
         async for last in states:
             console.print(draw(last) + "\n", markup=False, highlight=False, soft_wrap=True)

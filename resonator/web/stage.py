@@ -187,11 +187,11 @@ class PageStage(Stage):
                     "with its button to see what waits for it"
                 )
             pid = self.added.pop()
-            process = self.topology.processes.pop(pid)
-            del self.groups[pid]
+            process = self.topology.processes[pid]
             if process.popen.poll() is None:
                 process.signal(signal.SIGTERM)
                 process.wait_closed()
+            del self.topology.processes[pid], self.groups[pid]  # off the page once it has ended
             self.say(
                 f"stopped ops/{pid}: the ops pool has {self.pool()} workers up; an operation it "
                 "had taken goes to another once its lease lapses"
