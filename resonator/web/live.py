@@ -34,9 +34,9 @@ LISTED = 50  # computations listed; the oldest are forgotten first
 AGAIN = 1.0  # seconds before a tree that could not be read is read again
 # The page's tree: at most so many boxes, and so many levels below the root
 # (each level is an indent); a bigger tree is folded to fit (client/folding.py).
-DRAWN = 64
-DRAWN_LEVELS = 10
-WHAT = 80  # characters of an expression in a folded tree
+DRAWN = 40
+DRAWN_LEVELS = 6
+WHAT = 40  # characters of an expression in a folded tree
 
 
 class Board:
