@@ -26,6 +26,7 @@ import pytest
 from resonator.client.calculator import CONNECT_WAIT
 from resonator.harness.processes import WAIT, Topology, free_port
 from tests.helpers import available, first_logged, kill, leased, oracle
+from tests.test_big import balanced
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -442,6 +443,38 @@ def test_tree_and_watch_say_each_state_in_the_same_words_and_fit_the_terminal() 
             assert len(drawn) == 22, rows
             assert all(re.search(r" resolved +-?\d+$", line) for line in drawn), rows
             assert "…" in drawn[0], rows
+        terminal.ready()
+        terminal.type("\x04")
+        assert terminal.exit_status() == 0
+
+
+def test_a_tree_bigger_than_the_screen_is_folded_to_fit_it() -> None:
+    text = balanced(5)  # 31 operators, 94 promises: more than the screen's 30 lines
+    heading = re.compile(r"^94 promises, 94 settled: folded into (\d+) rows$")
+    with Terminal("--local", term=DRAWN) as terminal:
+        terminal.ready()
+        terminal.type(f"{text}\r")
+        terminal.showing(f"= {oracle(text)}")
+        for command in (":tree", ":watch"):
+            terminal.ready()
+            terminal.type("\x0c")  # Ctrl-L: a clean screen, the tree at its top
+            terminal.type(f"{command}\r")
+            terminal.wait_until(
+                "the folded tree, from the line above it to its last row",
+                lambda: (
+                    any(map(heading.match, terminal.lines()))
+                    and any(line.startswith("└── ") for line in terminal.lines())
+                ),
+            )
+            screen = terminal.lines()
+            top = next(row for row, line in enumerate(screen) if heading.match(line))
+            match = heading.match(screen[top])
+            assert match
+            drawn = screen[top + 1 : top + 1 + int(match.group(1))]
+            # All on the screen, one line a row, each saying "resolved"; some fold many.
+            assert drawn[-1].startswith("└── "), screen
+            assert all(" resolved " in line for line in drawn), screen
+            assert any(re.search(r" resolved +-?\d+ +\+\d+ folded$", line) for line in drawn)
         terminal.ready()
         terminal.type("\x04")
         assert terminal.exit_status() == 0

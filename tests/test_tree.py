@@ -8,15 +8,20 @@ import signal
 from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
+from resonate.resonate import DEFAULT_TTL
 
 from resonator.client.calculator import promises
-from resonator.client.trees import Node, Reader, rows
+from resonator.client.trees import EVERY, READS, Node, Reader, changes, rows, walk
+from resonator.connections import shut_down
+from resonator.harness.processes import WAIT, Topology
 from resonator.parser import Expr, parse, render
+from resonator.resonator import connect
 from resonator.terminal.drawing import draw
-from tests.helpers import embedded, expressions, oracle
+from resonator.trace import Tracer
+from tests.helpers import VALUE, embedded, expressions, oracle
 
 if TYPE_CHECKING:
-    from resonator.harness.processes import Topology
+    from resonate.types import PromiseRecord
 
 
 def expected(expr: Expr, id: str, where: str) -> Node:
@@ -111,6 +116,65 @@ def test_the_tree_shows_where_a_computation_waits_for_a_dead_worker(
     assert prompt.popen.poll() is None
     topology.worker("exp", "lhs")
     assert prompt.wait_for(r"^-?\d+$").group(0) == "-3"
+
+
+def test_a_followed_tree_reads_what_may_change_a_few_at_a_time_and_ends_as_a_fresh_read(
+    server: str,
+) -> None:
+    text = "((1 + 2) * (3 - 4)) - ((5 + 6) * (7 - 8))"  # 22 promises
+    with Topology(server, RESONATOR_OP_DELAY="0.3") as topology:
+        topology.standard()
+        prompt = topology.prompt("--id", "f", text)
+        states, fresh, reads = asyncio.run(followed(topology.url, "f"))
+        assert prompt.wait_for(VALUE).group(0) == str(oracle(text))
+    assert len(states) >= 2  # it saw the tree change
+    for root in states:  # each state whole: nothing pending under a promise that settled
+        for node in walk(root):
+            if node.state != "pending":
+                assert all(child.state != "pending" for child in walk(node)), node.id
+    assert states[-1] == fresh == expected(parse(text), "f", "root")
+    most, first, again = reads
+    assert 1 < most <= READS
+    assert first == 22  # a fresh read: each promise once
+    assert again == 0  # and a settled tree is never read again
+
+
+async def followed(url: str, id: str) -> tuple[list[Node], Node | None, tuple[int, int, int]]:
+    """Each state of the tree of ``id`` as followed; the tree as a fresh reader reads it; and
+    (the most promise reads at once, those of the fresh read, those of one read more)."""
+    resonate, connection = connect(url, "prompt", "reader", DEFAULT_TTL, Tracer("reader"))
+    resonate.start()
+    try:
+        reader = Reader(connection)
+        async with asyncio.timeout(WAIT):
+            while await reader.tree(id) is None:  # the prompt has yet to start it
+                await asyncio.sleep(EVERY)
+            states = [root async for root in changes(reader, id)]
+        again = Reader(connection)
+        count = counting(again)
+        fresh = await again.tree(id)
+        first = count[1]
+        await again.tree(id)
+        return states, fresh, (count[0], first, count[1] - first)
+    finally:
+        await shut_down(resonate)
+
+
+def counting(reader: Reader) -> list[int]:
+    """[the most promise reads in flight at once, how many so far] of ``reader``, as it reads."""
+    count, now = [0, 0], [0]
+    get = reader.promises.get
+
+    async def counted(id: str) -> PromiseRecord:
+        now[0] += 1
+        count[0], count[1] = max(count[0], now[0]), count[1] + 1
+        try:
+            return await get(id)
+        finally:
+            now[0] -= 1
+
+    reader.promises.get = counted  # type: ignore[method-assign]
+    return count
 
 
 def test_the_tree_of_nothing_is_one_error_line(topology: Topology) -> None:

@@ -27,7 +27,7 @@ from tests.helpers import ROOT
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 
     from resonator.harness.processes import Process
 
@@ -37,6 +37,7 @@ expect.set_options(timeout=WAIT * 1000)
 # four-second leases: a worker starved of the CPU for a second, on a busy
 # machine, keeps its task (an operator takes one second).
 SLOW = {"RESONATOR_EXP_DELAY": "1", "RESONATOR_TTL": "4"}
+PHONE: ViewportSize = {"width": 420, "height": 800}  # a phone's screen, in CSS pixels
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,44 @@ def test_a_worker_killed_with_its_button_leaves_its_work_unclaimed_until_it_is_b
         expect(page.locator(f'#runs li[data-step="{step}"]')).to_have_attribute("data-runs", "1")
     values = {n: page.locator(f'.node[data-id="{id}:{n}"] .value').inner_text() for n in "123"}
     assert values == {"1": "= 3", "2": "= -1", "3": "= -3"}
+    # Each operator's node names the worker that ran it, as the runs below say.
+    for step in (f"{id}:1.3", f"{id}:2.3", f"{id}:3"):
+        worker = page.locator(f'#runs li[data-step="{step}"]').inner_text().rpartition(" ")[2]
+        assert worker in ("ops1", "ops2")
+        expect(page.locator(f'.node[data-id="{step}"] .ran')).to_have_text(f"ran on {worker}")
+
+
+def test_at_phone_width_a_kill_and_what_it_does_are_on_the_first_screen(
+    browser: Browser, url: str
+) -> None:
+    context = browser.new_context(viewport=PHONE)
+    try:
+        page = context.new_page()
+        problems = watch(page, url)
+        page.goto(url)
+        expect(page.locator("#link")).to_have_attribute("data-state", "live")
+        # Every process's button on its name's line, and on the first screen.
+        for process in page.locator(".process").all():
+            name = process.locator(".name").bounding_box()
+            button = process.get_by_role("button").bounding_box()
+            assert name and button, process.inner_text()
+            assert name["y"] <= button["y"] + button["height"] / 2 <= name["y"] + name["height"]
+            expect(process.get_by_role("button")).to_be_in_viewport(ratio=1)
+        midway(page)  # a click scrolls to a button off the screen: none may be
+        assert page.evaluate("window.scrollY") == 0
+        # The kill's effect beside it: exp/lhs down, its work unclaimed, the root waiting.
+        id = page.locator("#tree > li > .node").get_attribute("data-id")
+        for shown in (
+            page.get_by_role("button", name="Start exp/lhs"),
+            page.locator(f'.node[data-id="{id}"]'),
+            page.locator(f'.node[data-id="{id}:1"][data-state="unclaimed"]'),
+        ):
+            expect(shown).to_be_in_viewport(ratio=1)
+        page.get_by_role("button", name="Start exp/lhs").click()
+        expect(page.locator(f'.node[data-id="{id}"]')).to_have_attribute("data-state", "resolved")
+        assert problems == []
+    finally:
+        context.close()
 
 
 # (text, the parser's message, the column of the caret)
@@ -212,7 +251,10 @@ def test_the_three_failure_modes_play_as_the_demo_plays_them(page: Page) -> None
     expect(story).to_contain_text("Each operator ran once: the work for exp/lhs waited for it.")
     expect(plays.first).to_be_enabled()
 
+    # No line for each operator that ran once: the page lists the runs, under the tree.
+    expect(story).not_to_contain_text(re.compile(r"\] ran once, on "))
     page.get_by_role("button", name="Scenario 2").click()
+    expect(story).not_to_contain_text("Scenario 1")  # each scenario's story on its own
     expect(story).to_contain_text("prompt-2 printed -3: right")
     expect(story).to_contain_text("Nothing that had settled ran again.")
     # The operation cut off ran again, on the other worker; the list says so.
@@ -230,6 +272,37 @@ def test_the_three_failure_modes_play_as_the_demo_plays_them(page: Page) -> None
     )
     for step in ("demo-3:1.3", "demo-3:2.3", "demo-3:3"):
         expect(page.locator(f'#runs li[data-step="{step}"]')).to_have_attribute("data-runs", "1")
+
+
+def test_the_pool_grows_and_shrinks_with_its_buttons_and_each_operator_names_its_worker(
+    page: Page, url: str
+) -> None:
+    pool = page.locator("#pool-size")
+    expect(pool).to_have_text("ops pool: 2 up")
+    page.get_by_role("button", name="Add an ops worker").click()
+    card = page.locator('.process[data-name="ops3"]')
+    expect(card).to_have_attribute("data-up", "up")
+    expect(card.locator(".lines")).to_contain_text("worker started: group=ops pid=ops3")
+    expect(pool).to_have_text("ops pool: 3 up")
+    (pid,) = [p["pid"] for p in part(url, "processes") if p["name"] == "ops3"]
+    assert pid in running()
+    # Seven operators, four at a time at the bottom: the stand-in hands each to the
+    # least busy member of the pool, so the new one takes some.
+    text = "((1 + 2) * (3 - 4)) - ((5 + 6) * (7 - 8))"
+    compute(page, text)
+    expect(page.locator("#tree > li > .node")).to_have_attribute("data-state", "resolved")
+    operators = page.locator('.node[data-where="ops"]')
+    expect(operators).to_have_count(7)
+    ran = [operators.nth(i).get_attribute("data-ran") for i in range(7)]
+    assert set(ran) <= {"ops1", "ops2", "ops3"} and "ops3" in ran, ran
+    expect(page.locator("#spread")).to_contain_text("ops3 ")
+    page.get_by_role("button", name="Remove an ops worker").click()
+    expect(card).to_have_count(0)
+    expect(pool).to_have_text("ops pool: 2 up")
+    assert pid not in running()  # stopped, and waited for
+    page.get_by_role("button", name="Remove an ops worker").click()  # the article's stay
+    expect(page.locator("#message")).to_contain_text("the pool is down to ops1 and ops2")
+    expect(page.locator('.process[data-name="ops2"]')).to_have_attribute("data-up", "up")
 
 
 # ── Who may ask ─────────────────────────────────────────────────────────────
@@ -309,7 +382,7 @@ def test_another_site_or_another_host_name_cannot_compute_or_kill(url: str) -> N
 def test_bad_input_gets_a_message_never_a_500(url: str) -> None:
     own = url.rstrip("/")
     for body in (b"{", b"[1, 2]", b"\xff\xfe", {"text": 3}, {"pid": "12"}, {"name": None}):
-        for path in ("/compute", "/kill", "/start", "/play"):
+        for path in ("/compute", "/kill", "/start", "/pool", "/play"):
             status, answer = ask(url, path, body, origin=own)
             assert status in (200, 400), (path, body, status)
             assert set(answer) <= {"error", "id"}, answer
@@ -361,6 +434,7 @@ def test_attached_to_a_running_topology_it_computes_and_starts_nothing(
         expect(page.locator(".process")).to_have_count(0)
         expect(page.locator("#scenarios")).to_be_hidden()
         expect(page.locator("#counts")).to_be_hidden()
+        expect(page.locator("#pool")).to_be_hidden()
         assert problems == []
         page.close()
         assert ask(own, "/kill", {"pid": 1}, origin=own, token="s3cret")[0] == 409

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from resonate.ids import ORIGIN_SEP
 
-from resonator.client.trees import ended, rows
+from resonator.client.trees import ended, walk
 from resonator.harness.processes import TRACE, WAIT, Topology, started
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Stage(ABC):
             runs.hear(name, line)
         for step, what, workers in runs.of(id):
             if len(workers) == 1:
-                self.say(f"{what} [{step}] ran once, on {workers[0]}")
+                self.once(f"{what} [{step}] ran once, on {workers[0]}")
             else:
                 times = "twice" if len(workers) == 2 else f"{len(workers)} times"
                 self.say(
@@ -107,6 +107,10 @@ class Stage(ABC):
                     "died before it settled it, and its lease lapsed"
                 )
         self.say(why)
+
+    def once(self, text: str) -> None:
+        """Say that an operator ran once."""
+        self.say(text)
 
 
 class Runs:
@@ -138,7 +142,7 @@ class Runs:
 
 def lhs_is_missed(root: Node) -> bool:
     """exp/lhs's step is unclaimed (its lease lapsed), and exp/rhs has done all it can."""
-    steps = {node.id: node for _, node in rows(root)}
+    steps = {node.id: node for node in walk(root)}
     lhs = steps.get(f"{root.id}:1")
     rhs = [node for node in steps.values() if node.where == "exp/rhs" and not node.children]
     return lhs is not None and lhs.task == "unclaimed" and all(n.state == "resolved" for n in rhs)

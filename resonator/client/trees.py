@@ -19,8 +19,9 @@ A server that does not answer ``task.get`` leaves that column empty.
 
 ``changes`` follows a computation as it runs: it reads the tree again five
 times a second (no message tells a process that another one's promise
-changed) and yields each state that differs from the last, until the root
-settles. The prompt's ``:watch`` and the page both follow trees with it.
+changed), the part that may have changed only (``Reader`` says which), and
+yields each state that differs from the last, until the root settles. The
+prompt's ``:watch`` and the page both follow trees with it.
 """
 
 from __future__ import annotations
@@ -28,23 +29,26 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from resonate.codec import Codec, NoopEncryptor
 from resonate.error import ApplicationError, ServerError
-from resonate.ids import ORIGIN_SEP, join_id
+from resonate.ids import LINEAGE_SEP, ORIGIN_SEP, join_id
 from resonate.promises import Promises
 from resonate_base import PROTOCOL_VERSION
 
 from resonator.parser import render
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+
+    from resonate.types import PromiseRecord
 
     from resonator.connections import Connection
 
 EVERY = 0.2  # seconds between two reads of a tree that is followed
+READS = 8  # requests a reader has in flight at once, however big the tree
 TASK = {"acquired": "running", "suspended": "awaiting", "pending": "unclaimed"}
 
 
@@ -57,66 +61,199 @@ class Node:
     value: Any
     task: str = ""  # pending only: running, awaiting or unclaimed ("" if not known)
     children: list[Node] = field(default_factory=list)
-    # It and every promise under it settled: it will never change again. Set
-    # from the children's own, once they are read, so that asking costs no
-    # walk down a tree that may be a thousand levels deep.
-    final: bool = field(default=False, compare=False)
+
+
+@dataclass
+class Known:
+    """What a reader knows of one promise, kept from one read of its tree to the next."""
+
+    node: Node  # as last read (its children are put in as the tree is assembled)
+    binary: bool  # "=" of an operation: it dispatches children 1 and 2, then 3
+    children: list[str] = field(default_factory=list)  # the ids of those found so far
+    # It and every promise under it settled: it will never change again. Its
+    # node, with the nodes under it, is kept as it is, and never read again.
+    final: bool = False
 
 
 class Reader:
     """Reads computations from the server of a ``Connection``: their promises, and their tasks.
 
-    A subtree whose every promise settled never changes, so it is read once
-    and then remembered: following a computation costs reads of its pending
-    part only.
+    It remembers what it read, and reads again only what may have changed:
+
+    - a subtree whose every promise settled never changes: it is read once;
+    - a pending promise cannot settle while a child it awaits is pending, so
+      it is read again only once none is (the root every time: the server
+      may time it out);
+    - a suspended task (``awaiting``) stays so until a promise it awaits
+      settles: it is read again once one of its children changed.
+
+    And never more than ``READS`` requests at once, however wide the tree.
     """
 
     def __init__(self, connection: Connection) -> None:
         self.promises = Promises(connection.sender, Codec(NoopEncryptor()))
         self.network = connection.network
         self.token = connection.token  # for the head of task.get, where the real server reads it
-        self.finals: dict[str, Node] = {}  # subtrees that will never change, by root id
+        self.known: dict[str, Known] = {}
+        self.version = 0  # counts the reads that found something new
 
     async def tree(self, id: str) -> Node | None:
         """The tree under promise ``id``, or None if there is no such promise."""
-        if known := self.finals.get(id):
-            return known
+        changed: set[str] = set()  # promises found, or whose state, value or task is new
+        await at_most(READS, self.again(id), lambda each: self.promise(each, changed))
+        if id not in self.known:
+            return None
+        tasks = [
+            known.node.id
+            for known in self.unsettled(id)
+            if known.node.id in changed
+            or known.node.task != "awaiting"
+            or any(child in changed for child in known.children)
+        ]
+        await at_most(READS, tasks, lambda each: self.task(each, changed))
+        if changed:
+            self.version += 1
+        return self.assembled(id)
+
+    def again(self, id: str) -> list[str]:
+        """The promises under ``id`` to read: those that may have changed, or come to be."""
+        if id not in self.known:
+            return [id]
+        found, todo = [], [id]
+        while todo:  # a stack: a tree may be deeper than Python recurses
+            known = self.known[todo.pop()]
+            if known.final:
+                continue
+            waits = any(self.known[child].node.state == "pending" for child in known.children)
+            if known.node.state == "pending" and (known.node.id == id or not waits):
+                found.append(known.node.id)  # and its children yet to come, once read
+            else:
+                found += self.unborn(known)
+            todo += known.children
+        return found
+
+    async def promise(self, id: str, changed: set[str]) -> list[str]:
+        """Read promise ``id``, if it exists yet; what to read next: its children yet to come."""
         try:
             record = await self.promises.get(id)
         except ServerError as error:
             if error.code == 404:
-                return None
+                return []
             raise
+        known = self.known.get(id) or self.found(id, record)
+        node = known.node
+        below: list[str] = []
+        if (node.state, node.value) != (record.state, record.value.data):
+            if node.state == "pending":  # what it awaited settled before it: read that too
+                below = [child for child in known.children if child not in changed]
+            node.state, node.value, node.task = record.state, record.value.data, ""
+            changed.add(id)
+        return self.unborn(known) + below
+
+    def found(self, id: str, record: PromiseRecord) -> Known:
+        """A promise read for the first time: what it computes, where, and under which parent."""
         call = record.param.data if isinstance(record.param.data, dict) else {}
         func, args = call.get("func", "?"), call.get("args", [])
-        binary = func == "=" and args and isinstance(args[0], list)
+        binary = func == "=" and bool(args) and isinstance(args[0], list)
         what = f"= {render(args[0])}" if func == "=" and args else " ".join(map(str, [func, *args]))
-        children = await asyncio.gather(*(self.tree(join_id(id, n)) for n in "123" if binary))
-        node = Node(
-            id=id,
-            what=what,
-            where=place(id, record.tags.get("resonate:target", "")),
-            state=record.state,
-            value=record.value.data,
-            task=await self.task(id) if record.state == "pending" else "",
-            children=[child for child in children if child is not None],
-        )
-        node.final = node.state != "pending" and all(child.final for child in node.children)
-        if node.final:
-            self.finals[id] = node
-        return node
+        where = place(id, record.tags.get("resonate:target", ""))
+        known = self.known[id] = Known(Node(id, what, where, "", None), binary)
+        parent = self.known.get(parent_of(id))
+        if parent and id not in parent.children:
+            parent.children = sorted([*parent.children, id])  # 1, 2, 3: as they were called
+        return known
 
-    async def task(self, id: str) -> str:
-        """What the task of promise ``id`` is doing, if the server says."""
+    def unborn(self, known: Known) -> list[str]:
+        """The children of a promise that may exist and were not found yet.
+
+        Operands 1 and 2 are dispatched together; the operator, 3, once both
+        settled (all three exist under a promise that settled).
+        """
+        if not known.binary:
+            return []
+        children = {self.known[child].node.id: self.known[child].node for child in known.children}
+        ids = [join_id(known.node.id, n) for n in "123"]
+        operands = [children.get(child) for child in ids[:2]]
+        settled = known.node.state != "pending" or all(
+            child is not None and child.state != "pending" for child in operands
+        )
+        return [child for child in ids[: 3 if settled else 2] if child not in children]
+
+    def unsettled(self, id: str) -> list[Known]:
+        """The pending promises under ``id``."""
+        found, todo = [], [id]
+        while todo:
+            known = self.known[todo.pop()]
+            if not known.final:
+                found += [known] if known.node.state == "pending" else []
+                todo += known.children
+        return found
+
+    async def task(self, id: str, changed: set[str]) -> list[str]:
+        """Read what the task of promise ``id`` is doing, if the server says (nothing follows)."""
         head = {"corrId": uuid.uuid4().hex, "version": PROTOCOL_VERSION}
         if self.token:
             head["auth"] = self.token
         request = {"kind": "task.get", "head": head, "data": {"id": id}}
         try:
             answer = json.loads(await self.network.send(json.dumps(request)))
-            return TASK.get(answer["data"]["task"]["state"], "")
+            task = TASK.get(answer["data"]["task"]["state"], "")
         except (ValueError, KeyError, TypeError):
-            return ""  # a server that does not know task.get, or no task
+            task = ""  # a server that does not know task.get, or no task
+        node = self.known[id].node
+        if node.task != task:
+            node.task = task
+            changed.add(id)
+        return []
+
+    def assembled(self, id: str) -> Node:
+        """The tree under ``id`` as read: fresh nodes, but for the final subtrees, kept as they are.
+
+        (Fresh: a tree handed out before is never changed under its holder.)
+        """
+        order, todo = [], [id]
+        while todo:
+            known = self.known[todo.pop()]
+            order.append(known)
+            todo += [] if known.final else known.children
+        built: dict[str, Node] = {}
+        for known in reversed(order):  # every child before its parent
+            node = known.node
+            if not known.final:
+                node = replace(node, children=[built[child] for child in known.children])
+                known.final = (
+                    node.state != "pending"
+                    and len(known.children) == (3 if known.binary else 0)
+                    and all(self.known[child].final for child in known.children)
+                )
+                if known.final:
+                    known.node = node
+            built[node.id] = node
+        return built[id]
+
+
+async def at_most(most: int, todo: list[str], read: Callable[[str], Awaitable[list[str]]]) -> None:
+    """``read`` each id of ``todo``, ``most`` at a time; each read may find more to read."""
+    running: set[asyncio.Future[list[str]]] = set()
+    try:
+        while todo or running:
+            while todo and len(running) < most:
+                running.add(asyncio.ensure_future(read(todo.pop())))
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for each in done:
+                todo += each.result()
+    finally:
+        for each in running:
+            each.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+def parent_of(id: str) -> str:
+    """``calc:1.3`` → ``calc:1``, ``calc:1`` → ``calc``; a root has none ("")."""
+    origin, _, lineage = id.partition(ORIGIN_SEP)
+    if LINEAGE_SEP not in lineage:
+        return origin if lineage else ""
+    return f"{origin}{ORIGIN_SEP}{lineage.rpartition(LINEAGE_SEP)[0]}"
 
 
 def place(id: str, target: str) -> str:
@@ -142,9 +279,18 @@ def rows(root: Node) -> list[tuple[str, Node]]:
     return found
 
 
+def walk(root: Node) -> Iterator[Node]:
+    """Every node under ``root``, ``root`` first, depth first."""
+    todo = [root]
+    while todo:  # a stack: a tree may be deeper than Python recurses
+        node = todo.pop()
+        yield node
+        todo += reversed(node.children)
+
+
 def tally(root: Node) -> tuple[int, int]:
     """(promises settled, promises created) of the tree under ``root``."""
-    nodes = [node for _, node in rows(root)]
+    nodes = list(walk(root))
     return sum(node.state != "pending" for node in nodes), len(nodes)
 
 
@@ -160,8 +306,8 @@ async def changes(reader: Reader, id: str) -> AsyncGenerator[Node]:
         root = await reader.tree(id)
         if root is None:
             raise ApplicationError(f"there is no promise {id}")
-        if (state := [(n.id, n.state, n.task, n.value) for _, n in rows(root)]) != shown:
-            shown = state
+        if reader.version != shown:
+            shown = reader.version
             yield root
         if ended(root):
             return

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from resonator.client.calculator import Calculator, Failed, new_id
-from resonator.terminal.drawing import draw, terminal_width, watch
+from resonator.terminal.drawing import draw, screen, watch
 from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class Batch:
                 value = await self.calculator.compute(text, id, id_given=bool(self.args.id))
                 out = str(value)
                 if self.args.tree:
-                    out = draw(await self.calculator.tree(id), terminal_width())
+                    out = draw(await self.calculator.tree(id), screen())
                 result = Report(out=out)
         except Failed as failure:
             result = Report(err=self.where.format(number) + str(failure), failed=True)

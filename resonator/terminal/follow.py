@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from resonator.client.calculator import Calculator, Failed
-from resonator.terminal.drawing import draw, terminal_width, watch
+from resonator.terminal.drawing import draw, screen, watch
 from resonator.terminal.keys import CtrlC, exit_status
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ async def following(calculator: Calculator, id: str, live: bool) -> int:
             if live:
                 return 0 if await keys.wait(watch(calculator.follow(id))) else 1
             root = await keys.wait(calculator.tree(id))
-            print(draw(root, terminal_width()), flush=True)
+            print(draw(root, screen()), flush=True)
         except Failed as failure:
             print(failure, file=sys.stderr)
             return 1

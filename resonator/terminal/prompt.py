@@ -28,7 +28,7 @@ from rich.text import Text
 from resonator.client.calculator import Calculator, Failed, new_id
 from resonator.client.text import escaped
 from resonator.parser import MAX_LENGTH, ParseError, parse
-from resonator.terminal.drawing import draw, terminal_width, watch
+from resonator.terminal.drawing import draw, screen, watch
 from resonator.terminal.keys import CtrlC, Interrupted, exit_status
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class Conversation:
             try:
                 if name == ":tree":
                     root = await self.keys.wait(self.calculator.tree(id))
-                    print(draw(root, terminal_width()), flush=True)
+                    print(draw(root, screen()), flush=True)
                 else:
                     await self.keys.wait(watch(self.calculator.follow(id)))
             except Failed as failure:

@@ -15,7 +15,7 @@ What it answers:
   changes (the computations, the processes, the story of a scenario...);
 - ``GET /tree?id=ID``: Server-Sent Events, the tree of ``ID`` each time it
   changes; the server is read for it only while such a stream is open;
-- ``POST /compute``, ``/kill``, ``/start``, ``/play``: JSON in, JSON out.
+- ``POST /compute``, ``/kill``, ``/start``, ``/pool``, ``/play``: JSON in, JSON out.
   What the person should read (a syntax error, a process that is not ours)
   is ``{"error": ...}`` with a 200: a request the page would never send (no
   JSON, another site's) gets a 4xx.
@@ -110,6 +110,7 @@ class Page:
                 web.post("/kill", self.kill),
                 web.post("/start", self.start),
                 web.post("/play", self.play),
+                web.post("/pool", self.pool),
             ]
         )
         app.on_response_prepare.append(self.secure)
@@ -249,6 +250,13 @@ class Page:
         if not isinstance(name, str):
             raise TurnedAway(400, "name must be a string")
         return await self.act(lambda stage: stage.restart(name))
+
+    async def pool(self, request: web.Request) -> web.Response:
+        """One ops worker more (``{"act": "add"}``), or the last one added less ("remove")."""
+        act = (await body(request)).get("act")
+        if act not in ("add", "remove"):
+            raise TurnedAway(400, 'act must be "add" or "remove"')
+        return await self.act(lambda stage: stage.grow() if act == "add" else stage.shrink())
 
     async def play(self, request: web.Request) -> web.Response:
         name = (await body(request)).get("name")

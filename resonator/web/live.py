@@ -18,21 +18,25 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from resonator.client.folding import fold, heading, named, summary
+from resonator.client.text import shortened
 from resonator.client.trees import changes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from resonator.client.folding import Fold
     from resonator.client.trees import Node, Reader
 
 log = logging.getLogger("resonator")
 
 LISTED = 50  # computations listed; the oldest are forgotten first
 AGAIN = 1.0  # seconds before a tree that could not be read is read again
-# Levels of promises the page draws. Its tree nests in JSON two levels a
-# promise (a node, its children), and both ``shape`` and the encoder recurse:
-# an expression may be 1,000 deep, which neither would survive.
-DRAWN_DEPTH = 500
+# The page's tree: at most so many boxes, and so many levels below the root
+# (each level is an indent); a bigger tree is folded to fit (client/folding.py).
+DRAWN = 40
+DRAWN_LEVELS = 6
+WHAT = 40  # characters of an expression in a folded tree
 
 
 class Board:
@@ -67,34 +71,41 @@ class Board:
 
 
 def drawn(root: Node) -> dict[str, Any]:
-    """The tree as the page draws it, or one line saying that it is too deep to draw here."""
-    deepest, todo = 0, [(root, 1)]
-    while todo:  # a stack: the tree may be deeper than Python recurses
-        node, level = todo.pop()
-        deepest = max(deepest, level)
-        todo += [(child, level + 1) for child in node.children]
-    if deepest > DRAWN_DEPTH:
-        return {
-            "error": f"this tree is {deepest} promises deep; the page draws {DRAWN_DEPTH} at "
-            f"most (resonator --tree --id {root.id} shows it)"
-        }
-    return shape(root)
+    """The tree as the page draws it: folded if it is big, and a line that says so."""
+    top = fold(root, DRAWN, DRAWN_LEVELS)
+    said = heading(root, top)
+    return {"said": said, "root": shape(top, shorter=bool(said))}
 
 
-def shape(node: Node) -> dict[str, Any]:
-    """A node as the page draws it: its state in the terminal tree's words, its value as text.
+def shape(top: Fold, shorter: bool) -> dict[str, Any]:
+    """A row as the page draws it, with the rows under it (``shorter``: long ids and
+    expressions shortened, in a big tree).
 
-    (As text: a value can have more digits than a JavaScript number holds.)
+    A promise's state is in the terminal tree's words, its value as text (a
+    value can have more digits than a JavaScript number holds); a run of
+    promises passed over has ``levels`` instead.
     """
-    pending = node.state == "pending"
-    return {
-        "id": node.id,
-        "what": node.what,
-        "where": node.where,
-        "state": (node.task or "pending") if pending else node.state,
-        "value": str(node.value) if node.state == "resolved" else "",
-        "children": [shape(child) for child in node.children],
-    }
+    shaped: dict[int, dict[str, Any]] = {}
+    everything = [top]
+    for row in everything:  # top down, so that the rows are shaped bottom up below
+        everything += row.children
+    for row in reversed(everything):
+        node = row.node
+        shown: dict[str, Any] = {"folded": summary(row.hidden)}
+        if node is None:
+            shown["levels"] = row.levels
+        else:
+            pending = node.state == "pending"
+            shown |= {
+                "id": node.id,
+                "name": named(node.id) if shorter else node.id,
+                "what": shortened(node.what, WHAT) if shorter else node.what,
+                "where": node.where,
+                "state": (node.task or "pending") if pending else node.state,
+                "value": str(node.value) if node.state == "resolved" else "",
+            }
+        shaped[id(row)] = shown | {"children": [shaped[id(child)] for child in row.children]}
+    return shaped[id(top)]
 
 
 @dataclass

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import signal
 import threading
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from resonator.client.scenarios import ARTICLE, LEASES, SCENARIOS, WORKERS, Runs, Stage
+from resonator.client.scenarios import ARTICLE, LEASES, OPS_PIDS, SCENARIOS, WORKERS, Runs, Stage
 from resonator.client.trees import ended
 from resonator.harness.processes import WAIT
 from resonator.servers import ending
@@ -33,12 +35,12 @@ if TYPE_CHECKING:
 LINES = 6  # latest lines shown of each process
 STORY = 12  # sentences kept of what the stage said
 EVERY = 0.25  # seconds between looks at who is up, when no process prints
-GROUP_OF = dict((pid, group) for group, pid in WORKERS)  # the workers it may start again
+GROUP_OF = dict((pid, group) for group, pid in WORKERS)  # the article's workers
 # What a kill from the page leads to, said after it.
 AFTER_KILL = {
     "exp": "what is addressed to it waits, unclaimed once its lease lapses, "
     "until a process with its pid is back",
-    "ops": "an operation it had taken goes to the other ops worker once its lease lapses",
+    "ops": "an operation it had taken goes to another ops worker once its lease lapses",
     "server": "the workers wait for it, and every promise it kept in memory is gone",
     "postgres": "the workers wait for it; every promise is in the database",
 }
@@ -61,6 +63,8 @@ class PageStage(Stage):
         self.story: deque[str] = deque(maxlen=STORY)
         self.latest: defaultdict[str, deque[str]] = defaultdict(lambda: deque(maxlen=LINES))
         self.runs = Runs(keep=LISTED)
+        self.groups = dict(GROUP_OF)  # the workers it may start again: the article's, and the
+        self.added: list[str] = []  # ops workers added to the pool, in order (ops3, ops4...)
 
     def open(self, board: Board, trees: Trees, listing: Listing) -> None:
         """Show the processes on ``board`` from now on (called on the page's event loop)."""
@@ -89,18 +93,28 @@ class PageStage(Stage):
             self.show("runs", {id: self.runs.of(id) for id in self.runs.steps})
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """The server, the workers (the pool's together), then the prompts of the scenarios."""
+        # Copies: an act on another thread may add a worker, or drop one, meanwhile.
+        processes, groups = self.topology.processes.copy(), self.groups.copy()
+        order = [*(name for name in ("server", *groups) if name in processes), *processes]
         return [
             {
                 "name": name,
-                "title": title(name),
-                "pid": process.popen.pid,
-                "up": process.popen.poll() is None,
-                "ended": ending(process.popen.returncode),
+                "title": self.title(name),
+                "pid": processes[name].popen.pid,
+                "up": processes[name].popen.poll() is None,
+                "ended": ending(processes[name].popen.returncode),
                 "lines": list(self.latest[name]),
-                "restartable": name == "server" or name in GROUP_OF,
+                "restartable": name == "server" or name in groups,
+                "pool": groups.get(name) == "ops",
             }
-            for name, process in list(self.topology.processes.items())
+            for name in dict.fromkeys(order)
         ]
+
+    def title(self, name: str) -> str:
+        """A process as the page names it: exp/lhs, ops/ops1, the server, a prompt."""
+        group = self.groups.get(name)
+        return f"{group}/{name}" if group else name
 
     # ── Acts: one at a time, each on a thread of its own ──
 
@@ -125,7 +139,7 @@ class PageStage(Stage):
                 if process.popen.pid == pid and process.popen.poll() is None:
                     self.kill(name, "with its button")
                     if why := self.aftermath(name):
-                        self.say(f"{title(name)} is down: {why}.")
+                        self.say(f"{self.title(name)} is down: {why}.")
                     return
         raise Busy(f"no process this page started runs with pid {pid}")
 
@@ -133,23 +147,63 @@ class PageStage(Stage):
         """What follows when process ``name`` dies (a prompt's death is a scenario's to tell)."""
         if name == "server":
             return AFTER_KILL["postgres" if self.topology.kind == "postgres" else "server"]
-        return AFTER_KILL.get(GROUP_OF.get(name, ""))
+        return AFTER_KILL.get(self.groups.get(name, ""))
 
     def restart(self, name: str) -> None:
         """Start the server, or a worker, again."""
-        if name != "server" and name not in GROUP_OF:
+        if name != "server" and name not in self.groups:
             raise Busy(f"{name} is not a process this page starts")
-        with self.act(f"{title(name)} is starting"):
+        with self.act(f"{self.title(name)} is starting"):
             if (old := self.topology.processes.get(name)) and old.popen.poll() is None:
-                raise Busy(f"{title(name)} is running already")
+                raise Busy(f"{self.title(name)} is running already")
             self.begin(name)
-            self.say(f"started {title(name)}")
+            self.say(f"started {self.title(name)}")
 
     def begin(self, name: str) -> None:
         if name == "server":
             self.topology.server()
         else:
-            self.topology.worker(GROUP_OF[name], name)
+            self.topology.worker(self.groups[name], name)
+
+    def grow(self) -> None:
+        """One more ops worker in the pool: the first of ops3, ops4... that is not there."""
+        with self.act("an ops worker is starting"):
+            pid = next(
+                pid
+                for n in itertools.count(len(OPS_PIDS) + 1)
+                if (pid := f"ops{n}") not in self.topology.processes
+            )
+            self.groups[pid] = "ops"
+            self.added.append(pid)
+            self.topology.worker("ops", pid)
+            self.say(f"started ops/{pid}: the ops pool has {self.pool()} workers up")
+
+    def shrink(self) -> None:
+        """Stop the ops worker added last (SIGTERM, as a service manager stops one), and drop it."""
+        with self.act("an ops worker is stopping"):
+            if not self.added:
+                raise Busy(
+                    f"the pool is down to {' and '.join(OPS_PIDS)}, the article's: kill one "
+                    "with its button to see what waits for it"
+                )
+            pid = self.added.pop()
+            process = self.topology.processes[pid]
+            if process.popen.poll() is None:
+                process.signal(signal.SIGTERM)
+                process.wait_closed()
+            del self.topology.processes[pid], self.groups[pid]  # off the page once it has ended
+            self.say(
+                f"stopped ops/{pid}: the ops pool has {self.pool()} workers up; an operation it "
+                "had taken goes to another once its lease lapses"
+            )
+
+    def pool(self) -> int:
+        """How many ops workers are up."""
+        return sum(
+            self.topology.processes[name].popen.poll() is None
+            for name, group in self.groups.items()
+            if group == "ops" and name in self.topology.processes
+        )
 
     def play(self, name: str) -> None:
         """Begin scenario ``name`` on a thread of its own, or say at once why it cannot."""
@@ -162,6 +216,7 @@ class PageStage(Stage):
 
     def act_out(self, name: str, id: str) -> None:
         self.playing = name
+        self.story.clear()  # each scenario's story on its own
         try:
             self.revive()
             SCENARIOS[name](self, id)
@@ -177,7 +232,7 @@ class PageStage(Stage):
         for name in ("server", *GROUP_OF):
             if self.topology[name].popen.poll() is not None:
                 self.begin(name)
-                self.say(f"started {title(name)}, for the scenario")
+                self.say(f"started {self.title(name)}, for the scenario")
 
     # ── What the scenarios need of a stage ──
 
@@ -200,11 +255,9 @@ class PageStage(Stage):
     def midway(self, root: Node) -> None:
         """The page shows it as it is."""
 
+    def once(self, text: str) -> None:
+        """Nothing: the page lists every operator's runs, under the processes."""
+
     def prompt(self, id: str, name: str) -> Child:
         self.on_loop(self.listing.add, id, ARTICLE, True)
         return super().prompt(id, name)
-
-
-def title(name: str) -> str:
-    """A process as the page names it: exp/lhs, ops/ops1, the server, a prompt."""
-    return f"{GROUP_OF[name]}/{name}" if name in GROUP_OF else name

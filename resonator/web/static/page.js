@@ -101,34 +101,63 @@ function choose(id) {
       $("tree-message").textContent = tree.error;
       return;
     }
-    $("tree-message").textContent = "";
-    $("tree").replaceChildren(branch(tree));
+    $("tree-message").textContent = tree.said; // how a big tree was folded, if it was
+    $("tree").replaceChildren(branch(tree.root));
+    showWorkers();
   });
 }
 
-function branch(node) {
-  const value = node.value === "" ? null : el("span", { class: "value" }, `= ${node.value}`);
-  const item = el(
-    "li",
-    {},
-    el(
-      "div",
-      { class: "node", "data-id": node.id, "data-state": node.state, "data-where": node.where },
-      el("span", { class: "what" }, node.what),
-      el("span", { class: "where" }, node.where),
-      el("span", { class: "state" }, node.state),
-      value,
-      el("span", { class: "id" }, node.id),
-    ),
-  );
-  if (node.children.length) item.append(el("ul", {}, ...node.children.map(branch)));
+// A row of the tree: a promise, or a run of levels passed over (``levels``),
+// with what it stands for folded into it, and the rows under it.
+function branch(row) {
+  const folded = row.folded ? el("span", { class: "folded" }, row.folded) : null;
+  const shown =
+    row.levels === undefined
+      ? el(
+          "div",
+          { class: "node", "data-id": row.id, "data-state": row.state, "data-where": row.where },
+          el("span", { class: "what" }, row.what),
+          el("span", { class: "where" }, row.where),
+          row.where === "ops" ? el("span", { class: "ran" }) : null,
+          el("span", { class: "state" }, row.state),
+          row.value === "" ? null : el("span", { class: "value" }, `= ${row.value}`),
+          el("span", { class: "id" }, row.name),
+          folded,
+        )
+      : el("div", { class: "levels" }, `┆ ${row.levels.toLocaleString("en")} levels, each awaiting the next`, folded);
+  const item = el("li", {}, shown);
+  if (row.children.length) item.append(el("ul", {}, ...row.children.map(branch)));
   return item;
 }
 
+// Each operator's node names the worker that ran it, from the workers' trace
+// lines (the server forgets who held a task once it is done).
+function showWorkers() {
+  const ran = new Map((runs[chosen] || []).map(([step, , processes]) => [step, processes]));
+  for (const node of $("tree").querySelectorAll('.node[data-where="ops"]')) {
+    const processes = ran.get(node.dataset.id) || [];
+    node.dataset.ran = processes.join(" ");
+    node.querySelector(".ran").textContent = processes.length ? `ran on ${processes.join(", ")}` : "";
+  }
+}
+
+const LISTED_RUNS = 12; // operators listed one by one; of more, those that ran again only
+
 function showRuns() {
   const steps = runs[chosen] || [];
+  const spread = new Map();
+  for (const [, , processes] of steps) {
+    for (const process of processes) spread.set(process, (spread.get(process) || 0) + 1);
+  }
+  const again = steps.filter(([, , processes]) => processes.length > 1);
+  const listed = steps.length > LISTED_RUNS ? again : steps;
+  const workers = [...spread].sort().map(([process, n]) => `${process} ${n}`);
+  $("spread").textContent = !steps.length
+    ? "None has run yet."
+    : `${steps.length} operators; runs by worker: ${workers.join(", ")}.` +
+      (listed === again ? ` Listed: those that ran more than once (${again.length}).` : "");
   $("runs").replaceChildren(
-    ...steps.map(([step, what, processes]) => {
+    ...listed.map(([step, what, processes]) => {
       const times = processes.length === 1 ? "once" : processes.length === 2 ? "twice" : `${processes.length} times`;
       return el(
         "li",
@@ -138,6 +167,7 @@ function showRuns() {
       );
     }),
   );
+  showWorkers();
 }
 
 // ── The processes and the scenarios ─────────────────────────────────────────
@@ -156,6 +186,13 @@ function button(label, path, body, after = () => {}) {
   return b;
 }
 
+// A process's button says "Kill" on its card; to a screen reader, "Kill exp/lhs".
+function act(verb, p, path, body) {
+  const b = button(verb, path, body);
+  b.setAttribute("aria-label", `${verb} ${p.title}`);
+  return b;
+}
+
 function showProcesses(list) {
   $("processes").replaceChildren(
     ...list.map((p) =>
@@ -169,13 +206,15 @@ function showProcesses(list) {
           el("span", { class: "pid" }, `pid ${p.pid}`),
           el("span", { class: "up" }, p.up ? "up" : `down: ${p.ended}`),
           p.up
-            ? button(`Kill ${p.title}`, "/kill", { pid: p.pid })
-            : p.restartable && button(`Start ${p.title}`, "/start", { name: p.name }),
+            ? act("Kill", p, "/kill", { pid: p.pid })
+            : p.restartable && act("Start", p, "/start", { name: p.name }),
         ),
         el("pre", { class: "lines" }, p.lines.join("\n")),
       ),
     ),
   );
+  const pool = list.filter((p) => p.pool);
+  $("pool-size").textContent = `ops pool: ${pool.filter((p) => p.up).length} up`;
 }
 
 function showSetup() {
@@ -184,6 +223,7 @@ function showSetup() {
     : `Attached to the Resonate server at ${setup.server}: no processes of its own.`;
   $("scenarios").hidden = !setup.own;
   $("counts").hidden = !setup.own;
+  $("pool").hidden = !setup.own;
   $("plays").replaceChildren(
     ...setup.scenarios.map((s) =>
       button(`Scenario ${s.name}: ${s.what}`, "/play", { name: s.name }, showStory),
@@ -194,6 +234,17 @@ function showSetup() {
 function showStory() {
   for (const play of $("plays").children) play.disabled = story.playing !== "";
   $("story").replaceChildren(...story.said.map((line) => el("li", {}, line)));
+  $("story").scrollTop = $("story").scrollHeight; // the latest, in a box that keeps its height
+}
+
+// The ops pool grows by a worker, or loses the last one it gained.
+for (const act of ["add", "remove"]) {
+  $(act).addEventListener("click", async () => {
+    $(act).disabled = true;
+    const answer = await ask("/pool", { act });
+    $(act).disabled = false;
+    $("message").textContent = answer.error || "";
+  });
 }
 
 // ── The stream of everything else ───────────────────────────────────────────
