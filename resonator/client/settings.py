@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from resonate.resonate import DEFAULT_MAX_CONCURRENT_TASKS, DEFAULT_TTL
 
 from resonator.connections import healthy
-from resonator.servers import KEEP, OneLine, Parser, positive
+from resonator.servers import KEEP, CommandLine, OneLine, positive
 
 DEFAULT_URL = "http://localhost:8001"
 SCHEMES = ("http://", "https://", "postgresql://", "postgres://")
@@ -78,7 +78,7 @@ class Settings:
 
 
 def arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    cli = Parser(
+    cli = CommandLine(
         prog="resonator",
         description="A distributed calculator on durable promises. With GRP set it is a\n"
         "worker; otherwise the prompt: give expressions as arguments, pipe them in,\n"

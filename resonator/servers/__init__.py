@@ -41,7 +41,7 @@ def duration(text: str) -> float:
     return value
 
 
-class Parser(argparse.ArgumentParser):
+class CommandLine(argparse.ArgumentParser):
     """Every program's command line: a mistake in it is one line, and exit status 2.
 
     (argparse's own puts its usage, three lines or more, above the message,

@@ -53,7 +53,7 @@ from resonate.connections.local import unwrap_request_envelope
 from resonate.error import ServerError
 from resonate.timing import now_ms
 
-from resonator.servers import KEEP, OneLine, Parser, duration, positive, tcp_port, wire
+from resonator.servers import KEEP, CommandLine, OneLine, duration, positive, tcp_port, wire
 from resonator.servers.model import IndexedServerState
 
 if TYPE_CHECKING:
@@ -417,7 +417,7 @@ def loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = Parser(
+    cli = CommandLine(
         prog="resonator-devserver",
         description="An in-memory Resonate server: the SDK's server model over HTTP.",
     )

