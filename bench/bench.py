@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Self
 import psycopg
 from resonate.resonate import DEFAULT_TTL
 
+from bench.driver import IN_FLIGHT, WARM, Driver, balanced
 from resonator.client.trees import Node, Reader, rows
 from resonator.harness.processes import Topology, missing
 from resonator.resonator import EXP, connect
@@ -67,10 +68,9 @@ from resonator.servers import KEEP, positive
 from resonator.trace import Tracer
 
 if TYPE_CHECKING:
-    from resonator.parser import Expr, Op
+    from resonator.parser import Expr
 
 ROOT = Path(__file__).resolve().parent.parent
-OPERATORS: tuple[Op, ...] = ("+", "*", "-")
 ONE: Expr = ("+", 1, 2)  # the one-operator expression of the history workload
 SERVERS = {"standin": "stand-in", "resonate": "resonate", "postgres": "postgres"}  # by mode
 # Whether each step is on disk before it is acknowledged (docs/benchmark.md
@@ -86,22 +86,9 @@ DURABLE = {
     "dbos": True,
 }
 JOBS = (1, 16)  # --jobs of the batch throughput
-IN_FLIGHT = 16  # the throughput compared across modes
-WARM = 2 * IN_FLIGHT  # evaluations, IN_FLIGHT at a time, before each measurement
 # The pool: a balanced tree of operators that each take OP_DELAY seconds,
 # computed by 1, 2, 4, then 8 ops workers of one slot each.
 POOL_DEPTH, OP_DELAY, POOL = 6, 0.1, (1, 2, 4, 8)
-
-
-def balanced(depth: int) -> Expr:
-    """A full binary tree: 2**depth - 1 operators, ``depth`` levels."""
-
-    def build(level: int, at: int) -> Expr:
-        if level == 0:
-            return at % 9 + 1
-        return (OPERATORS[level % 3], build(level - 1, 2 * at), build(level - 1, 2 * at + 1))
-
-    return build(depth, 0)
 
 
 def chain(operators: int) -> Expr:
@@ -150,71 +137,6 @@ def health(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as response:
         answer: dict[str, Any] = json.load(response)
         return answer
-
-
-def value(expr: Expr) -> int:
-    """What ``expr`` comes to, by Python's own arithmetic: the oracle of every answer."""
-    match expr:
-        case (op, lhs, rhs):
-            x, y = value(lhs), value(rhs)
-            return x + y if op == "+" else x - y if op == "-" else x * y
-        case _:
-            return expr
-
-
-class Driver:
-    """Evaluations under fresh ids, in one mode: timed, and each answer checked.
-
-    A mode says how to ``compute``; Resonator's modes (``Resonating``) and
-    the peers (``bench/peers/``) are all driven by this code.
-    """
-
-    def __init__(self, mode: str) -> None:
-        self.mode, self.n = mode, 0
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-    async def compute(self, id: str, expr: Expr) -> object:
-        """The answer to ``expr``, computed under ``id``."""
-        raise NotImplementedError
-
-    async def timed(self, expr: Expr) -> tuple[str, float]:
-        self.n += 1
-        id = f"bench-{self.mode}-{self.n}"
-        start = time.perf_counter()
-        answer = await self.compute(id, expr)
-        elapsed = time.perf_counter() - start
-        if answer != value(expr):
-            raise AssertionError(f"{self.mode} answered {answer!r} to {id}, not {value(expr)}")
-        return id, elapsed
-
-    async def latencies(self, expr: Expr, runs: int, warmup: int = 2) -> list[float]:
-        for _ in range(warmup):
-            await self.timed(expr)
-        return [(await self.timed(expr))[1] for _ in range(runs)]
-
-    async def rate(self, expr: Expr, in_flight: int, total: int) -> float:
-        """Evaluations per second with ``in_flight`` of them under way at all times."""
-        remaining = total
-
-        async def lane() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await self.timed(expr)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(in_flight)))
-        return total / (time.perf_counter() - start)
-
-    async def throughput(self) -> float:
-        """Evaluations per second of balanced depth 2, ``IN_FLIGHT`` at a time, once warm."""
-        await self.rate(balanced(2), IN_FLIGHT, WARM)  # connections, caches
-        return await self.rate(balanced(2), IN_FLIGHT, 4 * IN_FLIGHT)
 
 
 class Resonating(Driver):

@@ -430,7 +430,8 @@ def markdown(reports: dict[str, dict[str, Any]]) -> str:
 
 def drive(url: str, spec: str) -> None:
     """A prompt for --compare: evaluates what stdin asks, says what it measured on stdout."""
-    from bench.bench import Resonating, balanced
+    from bench.bench import Resonating
+    from bench.driver import balanced
 
     variant(spec.partition("@")[0])
     logging.getLogger("resonator").setLevel(logging.ERROR)

@@ -35,12 +35,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from bench import peers
-from bench.bench import Driver, Resonating
+from bench.bench import Resonating
 from bench.breakdown import ONE, WARMUP, database
 from resonator.harness.processes import RESONATE_FLAGS, Topology, free_port, missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from bench.driver import Driver
 
 SERVERS = ("stand-in", "resonate", "resonate-sqlite", "postgres", "resonate-postgres")
 PEERS = peers.PEERS

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench import bench, peers
+from bench.driver import Driver, balanced
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -100,13 +101,13 @@ def test_a_peer_computes_what_python_computes(peer: str) -> None:
     """
     if why := peers.missing(peer):
         pytest.skip(why)
-    shapes = [bench.balanced(1), bench.balanced(3), bench.chain(3), ("*", ("-", 1, 9), 7)]
+    shapes = [balanced(1), balanced(3), bench.chain(3), ("*", ("-", 1, 9), 7)]
 
-    async def compute(driver: bench.Driver) -> float:
+    async def compute(driver: Driver) -> float:
         async with driver:
             for expr in shapes:
                 await driver.timed(expr)  # which raises on a wrong answer
-            return await driver.rate(bench.balanced(2), 4, 8)  # four at once
+            return await driver.rate(balanced(2), 4, 8)  # four at once
 
     with peers.running(peer) as (driver, topology):
         assert asyncio.run(compute(driver)) > 0

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from bench.bench import Driver
+    from bench.driver import Driver
     from resonator.harness.processes import Topology
 
 PEERS = ("restate", "dbos")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbos import DBOS, DBOSClient, EnqueueOptions, Queue, WorkflowHandleAsync
 
-from bench.bench import IN_FLIGHT, Driver
+from bench.driver import IN_FLIGHT, Driver
 from resonator.harness.processes import Topology, python
 
 if TYPE_CHECKING:

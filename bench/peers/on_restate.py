@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import restate
 
-from bench.bench import Driver
+from bench.driver import Driver
 from resonator.harness.processes import Topology, free_port, python
 
 if TYPE_CHECKING:
