@@ -39,9 +39,16 @@ docs/bench.png (needs the bench group, for matplotlib).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # As a script, this file's folder comes first on the path, and there
+    # ``bench`` is this file, not the package ``bench/`` it imports from.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -798,8 +805,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # As a script, this file's folder comes first on the path, and there
-    # ``bench`` is this file; the peers import the package ``bench/``. This
-    # file runs as the package's module, then, one copy of it for all.
-    sys.path[0] = str(ROOT)
-    sys.exit(importlib.import_module("bench.bench").main())
+    sys.exit(main())
