@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 from resonate.resonate import DEFAULT_TTL
+from resonate.types import Value
 
 from resonator.client.calculator import promises
 from resonator.client.trees import EVERY, READS, Node, Reader, changes, rows, walk
@@ -137,6 +138,33 @@ def test_a_followed_tree_reads_what_may_change_a_few_at_a_time_and_ends_as_a_fre
     assert 1 < most <= READS
     assert first == 22  # a fresh read: each promise once
     assert again == 0  # and a settled tree is never read again
+
+
+def test_a_chain_that_unwinds_between_two_reads_is_read_up_in_one() -> None:
+    # A spine of "=" promises, c, c:1, c:1.1..., each awaiting the one below:
+    # a chain of additions as its left operands are computed. Between two
+    # reads, all but the root settle, bottom first, as a server unwinds it.
+    spine = ["c", *(f"c:{'.'.join(['1'] * n)}" for n in range(1, 7))]
+
+    async def scenario() -> tuple[Node | None, Node | None]:
+        async with embedded() as (_, connection):
+            reader = Reader(connection)
+            expr: Expr = 1
+            for _ in spine:
+                expr = ("+", expr, 1)
+            for id in spine:
+                call = {"func": "=", "args": [expr]}
+                await reader.promises.create(id, 2**53, Value(data=call), {})
+                expr = expr[1] if isinstance(expr, tuple) else expr
+            before = await reader.tree("c")
+            for id in reversed(spine[1:]):
+                await reader.promises.resolve(id, Value(data=1))
+            return before, await reader.tree("c")
+
+    before, after = asyncio.run(scenario())
+    assert before and after
+    assert [node.state for node in walk(before)] == ["pending"] * len(spine)
+    assert [node.state for node in walk(after)] == ["pending"] + ["resolved"] * (len(spine) - 1)
 
 
 async def followed(url: str, id: str) -> tuple[list[Node], Node | None, tuple[int, int, int]]:

@@ -85,7 +85,9 @@ class Reader:
       it is read again only once none is (the root every time: the server
       may time it out);
     - a suspended task (``awaiting``) stays so until a promise it awaits
-      settles: it is read again once one of its children changed.
+      settles: it is read again once one of its children changed;
+    - a promise found settled has its parent read in the same pass, once
+      that waits for nothing more: a chain that unwinds is read up at once.
 
     And never more than ``READS`` requests at once, however wide the tree.
     """
@@ -100,7 +102,9 @@ class Reader:
     async def tree(self, id: str) -> Node | None:
         """The tree under promise ``id``, or None if there is no such promise."""
         changed: set[str] = set()  # promises found, or whose state, value or task is new
-        await at_most(READS, self.again(id), lambda each: self.promise(each, changed))
+        todo = self.again(id)
+        read = set(todo)  # promises read in this pass, or about to be
+        await at_most(READS, todo, lambda each: self.promise(each, changed, read))
         if id not in self.known:
             return None
         tasks = [
@@ -124,16 +128,20 @@ class Reader:
             known = self.known[todo.pop()]
             if known.final:
                 continue
-            waits = any(self.known[child].node.state == "pending" for child in known.children)
-            if known.node.state == "pending" and (known.node.id == id or not waits):
+            if known.node.state == "pending" and (known.node.id == id or not self.waits(known)):
                 found.append(known.node.id)  # and its children yet to come, once read
             else:
                 found += self.unborn(known)
             todo += known.children
         return found
 
-    async def promise(self, id: str, changed: set[str]) -> list[str]:
-        """Read promise ``id``, if it exists yet; what to read next: its children yet to come."""
+    def waits(self, known: Known) -> bool:
+        """A child it awaits is pending: until none is, it cannot settle."""
+        return any(self.known[child].node.state == "pending" for child in known.children)
+
+    async def promise(self, id: str, changed: set[str], read: set[str]) -> list[str]:
+        """Read promise ``id``, if it exists yet; what to read next (none of ``read``): its
+        children yet to come, and once it settled, what it awaited and what awaited it."""
         try:
             record = await self.promises.get(id)
         except ServerError as error:
@@ -142,13 +150,22 @@ class Reader:
             raise
         known = self.known.get(id) or self.found(id, record)
         node = known.node
-        below: list[str] = []
+        more = self.unborn(known)
         if (node.state, node.value) != (record.state, record.value.data):
-            if node.state == "pending":  # what it awaited settled before it: read that too
-                below = [child for child in known.children if child not in changed]
+            settles = node.state == "pending"
             node.state, node.value, node.task = record.state, record.value.data, ""
             changed.add(id)
-        return self.unborn(known) + below
+            if settles:  # what it awaited settled before it: read that too
+                more += known.children
+                # And its parent, once it waits for nothing: it may have
+                # settled since, so a chain that unwinds is followed up in
+                # this one pass, not one level in each.
+                up = self.known.get(parent_of(id))
+                if up and up.node.state == "pending" and not self.waits(up):
+                    more.append(up.node.id)
+        more = [each for each in more if each not in read]
+        read.update(more)
+        return more
 
     def found(self, id: str, record: PromiseRecord) -> Known:
         """A promise read for the first time: what it computes, where, and under which parent."""
