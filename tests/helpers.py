@@ -25,6 +25,7 @@ from resonate.resonate import DEFAULT_TTL
 from resonate_base import PROTOCOL_VERSION
 
 from resonator.harness.processes import WAIT, Process, Topology, missing
+from resonator.parser import render
 from resonator.resonator import connect
 from resonator.trace import Tracer
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from resonate.resonate import Resonate
 
     from resonator.connections import Connection
-    from resonator.parser import Expr
+    from resonator.parser import Expr, Op
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = "(1 + 2) * (3 - 4)"  # the article's expression: -3
@@ -81,6 +82,18 @@ def oracle(text: str) -> int:
             case _:
                 raise ValueError(ast.dump(node))
     return values[0]
+
+
+CHAIN = "+".join(["1"] * 1000)  # 999 operators, 999 deep
+
+
+def balanced(depth: int) -> str:
+    """A full tree of ``depth`` levels, without spaces: leaves 1 to 9, operators in turn."""
+    level: list[Expr] = [n % 9 + 1 for n in range(2**depth)]
+    for height in range(depth):
+        op: Op = ("+", "-", "*")[height % 3]
+        level = [(op, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return render(level[0]).replace(" ", "")
 
 
 def envelope(kind: str, **data: object) -> dict[str, object]:

@@ -20,24 +20,14 @@ from collections import Counter
 import pytest
 
 from resonator.harness.processes import TRACE, Topology
-from resonator.parser import MAX_NESTING, Expr, Op, parse, render
+from resonator.parser import MAX_NESTING, parse
 from resonator.terminal.drawing import PIPED
-from tests.helpers import VALUE, embedded, oracle
+from tests.helpers import CHAIN, VALUE, balanced, embedded, oracle
 
 pytestmark = pytest.mark.big
 
-CHAIN = "+".join(["1"] * 1000)  # 999 operators, 999 deep
 DEEPER = "+".join(["1"] * (MAX_NESTING + 2))  # one level past the limit
 BIG_WAIT = 900.0  # seconds: a loaded machine takes minutes over the chain
-
-
-def balanced(depth: int) -> str:
-    """A full tree of ``depth`` levels, without spaces: leaves 1 to 9, operators in turn."""
-    level: list[Expr] = [n % 9 + 1 for n in range(2**depth)]
-    for height in range(depth):
-        op: Op = ("+", "-", "*")[height % 3]
-        level = [(op, level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return render(level[0]).replace(" ", "")
 
 
 WIDE = balanced(9)

@@ -22,7 +22,7 @@ from resonator.client.trees import Node, walk
 from resonator.parser import Expr, parse
 from resonator.terminal.drawing import PIPED, draw
 from resonator.web.live import DRAWN, DRAWN_LEVELS, drawn
-from tests.test_big import CHAIN, balanced
+from tests.helpers import CHAIN, balanced
 
 if TYPE_CHECKING:
     import random

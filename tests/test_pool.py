@@ -14,19 +14,9 @@ from collections import Counter
 import pytest
 
 from resonator.harness.processes import Topology, started
-from resonator.parser import Expr, Op, render
-from tests.helpers import VALUE, kill, oracle
+from tests.helpers import VALUE, balanced, kill, oracle
 
 POOL = ("ops1", "ops2", "ops3", "ops4")
-
-
-def balanced(depth: int) -> str:
-    """A full tree of ``depth`` levels: leaves 1 to 9, operators in turn."""
-    level: list[Expr] = [n % 9 + 1 for n in range(2**depth)]
-    for height in range(depth):
-        op: Op = ("+", "-", "*")[height % 3]
-        level = [(op, level[i], level[i + 1]) for i in range(0, len(level), 2)]
-    return render(level[0])
 
 
 def test_a_worker_of_one_slot_takes_one_task_at_a_time() -> None:

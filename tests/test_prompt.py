@@ -25,8 +25,7 @@ import pytest
 
 from resonator.client.calculator import CONNECT_WAIT
 from resonator.harness.processes import WAIT, Topology, free_port
-from tests.helpers import available, first_logged, kill, leased, oracle
-from tests.test_big import balanced
+from tests.helpers import available, balanced, first_logged, kill, leased, oracle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
