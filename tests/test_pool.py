@@ -9,11 +9,17 @@ operator that had finished runs again.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
+from resonate.resonate import DEFAULT_TTL
 
-from resonator.harness.processes import Topology, started
+from resonator.client.trees import EVERY, Node, Reader, parent_of, walk
+from resonator.connections import shut_down
+from resonator.harness.processes import WAIT, Topology, started
+from resonator.resonator import connect
+from resonator.trace import Tracer
 from tests.helpers import VALUE, balanced, kill, oracle
 
 POOL = ("ops1", "ops2", "ops3", "ops4")
@@ -24,18 +30,39 @@ def test_a_worker_of_one_slot_takes_one_task_at_a_time() -> None:
         topology.server()
         for pid in ("lhs", "rhs"):
             topology.worker("exp", pid)
-        ops = topology.worker("ops", "ops", RESONATOR_SLOTS="1", RESONATOR_OP_DELAY="3")
+        ops = topology.worker("ops", "ops", RESONATOR_SLOTS="1", RESONATOR_OP_DELAY="10")
         first = topology.prompt("--id", "a", "1 + 2", name="a")
         second = topology.prompt("--id", "b", "3 + 4", name="b")
         running = ops.wait_for(r"^ops/ops: \+ [13] [24]  \[(a|b):3\]$").group(1)
         waiting = "b" if running == "a" else "a"
-        tree = topology.calculate("--tree", "--id", waiting)
-        assert tree.returncode == 0, tree.stderr
-        row = [line for line in tree.stdout.splitlines() if f"{waiting}:3 " in line]
-        # The one slot is busy: the other operator waits for it, not taken.
-        assert row and row[0].split()[-3:] == ["ops", "pending", "unclaimed"], tree.stdout
+        # Read in this process, while the one slot is busy (ten seconds): the
+        # other operator, once sent, waits for it, not taken.
+        busy, other = asyncio.run(operators(topology.url, f"{running}:3", f"{waiting}:3"))
+        assert (busy.state, busy.task) == ("pending", "running")
+        assert (other.state, other.task) == ("pending", "unclaimed")
         assert first.wait_for(VALUE).group(0) == "3"
         assert second.wait_for(VALUE).group(0) == "7"
+
+
+async def operators(url: str, busy: str, other: str) -> tuple[Node, Node]:
+    """The promises ``busy`` and ``other``, read once ``other`` exists (busy's first)."""
+    resonate, connection = connect(url, "prompt", "reader", DEFAULT_TTL, Tracer("reader"))
+    resonate.start()
+    try:
+        reader = Reader(connection)
+        async with asyncio.timeout(WAIT):
+            while True:
+                found = {
+                    node.id: node
+                    for root in (parent_of(busy), parent_of(other))
+                    if (tree := await reader.tree(root))
+                    for node in walk(tree)
+                }
+                if other in found:
+                    return found[busy], found[other]
+                await asyncio.sleep(EVERY)
+    finally:
+        await shut_down(resonate)
 
 
 @pytest.mark.parametrize("server", ["stand-in", "postgres", "resonate"], indirect=True)
