@@ -69,7 +69,7 @@ from resonate.resonate import DEFAULT_TTL
 
 from bench.driver import IN_FLIGHT, WARM, Driver, balanced
 from resonator.client.trees import Node, Reader, rows
-from resonator.harness.processes import Topology, missing
+from resonator.harness.processes import Topology, descendants, missing
 from resonator.resonator import EXP, connect
 from resonator.servers import KEEP, positive
 from resonator.trace import Tracer
@@ -408,22 +408,6 @@ NAMES = {
     "restate": "Restate",
     "dbos": "DBOS",
 }
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process under it (Postgres's backends, under resonator-postgres)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone since it was listed
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += [child for child, parent in parents.items() if parent == found[-1]]
-    return found
 
 
 def server_cpu(topology: Topology) -> float:

@@ -187,3 +187,18 @@ def test_a_worker_killed_under_honcho_comes_back_and_the_answer_arrives(procfile
             assert run.wait_closed() == 130
             for prefix in said.values():
                 run.wait_for(prefix + r"worker stopped: ", after=stopping)
+
+
+def test_a_worker_under_respawn_stops_with_it() -> None:
+    # A SIGTERM to ./respawn (a service manager's stop, or honcho's to one process) is
+    # its worker's clean stop too: it never leaves the worker running on its own.
+    with Topology("stand-in") as topology:
+        topology.server()
+        env = {"GRP": "ops", "PID": "ops"}
+        respawn = topology.start("ops", [str(ROOT / "respawn"), *python("-m", "resonator")], env)
+        line = respawn.wait_for(r"^worker started: group=ops pid=ops \(process (\d+)\)$")
+        respawn.signal(signal.SIGTERM)
+        assert respawn.wait_closed() == 0, respawn.lines
+        assert respawn.lines[-1].startswith("worker stopped: "), respawn.lines
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(line.group(1)), 0)  # the worker has ended, and respawn reaped it

@@ -8,6 +8,7 @@ Every wait is bounded, and ``Topology`` kills everything it started when its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -33,6 +34,22 @@ TRACE = re.compile(r"^(?P<who>\S+): (?P<what>[-+*=] .*)  \[(?P<id>\S+)\]$")
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it, read from /proc: ``pid`` first."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone since it was listed
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += [child for child, parent in parents.items() if parent == found[-1]]
+    return found
 
 
 def free_port() -> int:
@@ -181,8 +198,12 @@ class Process:
         self.popen.send_signal(sig)
 
     def kill(self) -> None:
+        """SIGKILL to the process and to every process under it, which would outlive it
+        otherwise: a shell's command, a worker under ./respawn."""
         if self.popen.poll() is None:
-            self.popen.kill()
+            for pid in descendants(self.popen.pid):  # the process first: nothing respawns
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.popen.wait(WAIT)
 
     def traces(self) -> list[re.Match[str]]:
