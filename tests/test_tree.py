@@ -19,7 +19,7 @@ from resonator.parser import Expr, parse, render
 from resonator.resonator import connect
 from resonator.terminal.drawing import draw
 from resonator.trace import Tracer
-from tests.helpers import VALUE, embedded, expressions, oracle
+from tests.helpers import VALUE, embedded, expressions, kill, oracle
 
 if TYPE_CHECKING:
     from resonate.types import PromiseRecord
@@ -165,6 +165,31 @@ def test_a_chain_that_unwinds_between_two_reads_is_read_up_in_one() -> None:
     assert before and after
     assert [node.state for node in walk(before)] == ["pending"] * len(spine)
     assert [node.state for node in walk(after)] == ["pending"] + ["resolved"] * (len(spine) - 1)
+
+
+def test_a_tree_the_restarted_server_forgot_is_no_tree() -> None:
+    with Topology("stand-in") as topology:
+        topology.server()
+
+        async def scenario() -> tuple[Node | None, Node | None]:
+            resonate, connection = connect(
+                topology.url, "prompt", "reader", DEFAULT_TTL, Tracer("reader")
+            )
+            resonate.start()
+            try:
+                reader = Reader(connection)
+                call = Value(data={"func": "=", "args": [["+", 1, 2]]})
+                await reader.promises.create("gone", 2**53, call, {})
+                before = await reader.tree("gone")
+                kill(topology["server"])
+                await asyncio.to_thread(topology.server)  # the same port, empty memory
+                return before, await reader.tree("gone")
+            finally:
+                await shut_down(resonate)
+
+        before, after = asyncio.run(scenario())
+    assert before is not None and before.state == "pending"
+    assert after is None  # not the tree read before, pending for ever
 
 
 async def followed(url: str, id: str) -> tuple[list[Node], Node | None, tuple[int, int, int]]:

@@ -98,6 +98,7 @@ class Reader:
         self.token = connection.token  # for the head of task.get, where the real server reads it
         self.known: dict[str, Known] = {}
         self.version = 0  # counts the reads that found something new
+        self.forgot = False  # the server no longer has a promise read before: it restarted
 
     async def tree(self, id: str) -> Node | None:
         """The tree under promise ``id``, or None if there is no such promise."""
@@ -105,6 +106,10 @@ class Reader:
         todo = self.again(id)
         read = set(todo)  # promises read in this pass, or about to be
         await at_most(READS, todo, lambda each: self.promise(each, changed, read))
+        if self.forgot:  # what is known is of a computation the server forgot
+            self.known.clear()
+            self.forgot = False
+            return None
         if id not in self.known:
             return None
         tasks = [
@@ -146,6 +151,7 @@ class Reader:
             record = await self.promises.get(id)
         except ServerError as error:
             if error.code == 404:
+                self.forgot = self.forgot or id in self.known
                 return []
             raise
         known = self.known.get(id) or self.found(id, record)
@@ -156,7 +162,9 @@ class Reader:
             node.state, node.value, node.task = record.state, record.value.data, ""
             changed.add(id)
             if settles:  # what it awaited settled before it: read that too
-                more += known.children
+                more += [
+                    each for each in known.children if self.known[each].node.state == "pending"
+                ]
                 # And its parent, once it waits for nothing: it may have
                 # settled since, so a chain that unwinds is followed up in
                 # this one pass, not one level in each.
@@ -171,8 +179,16 @@ class Reader:
         """A promise read for the first time: what it computes, where, and under which parent."""
         call = record.param.data if isinstance(record.param.data, dict) else {}
         func, args = call.get("func", "?"), call.get("args", [])
+        args = args if isinstance(args, list) else [args]
         binary = func == "=" and bool(args) and isinstance(args[0], list)
-        what = f"= {render(args[0])}" if func == "=" and args else " ".join(map(str, [func, *args]))
+        try:
+            what = (
+                f"= {render(args[0])}"
+                if func == "=" and args
+                else " ".join(map(str, [func, *args]))
+            )
+        except (KeyError, TypeError, ValueError):  # a promise of somebody else's: shown as it is
+            what = f"{func} {args}"
         where = place(id, record.tags.get("resonate:target", ""))
         known = self.known[id] = Known(Node(id, what, where, "", None), binary)
         parent = self.known.get(parent_of(id))
@@ -184,7 +200,8 @@ class Reader:
         """The children of a promise that may exist and were not found yet.
 
         Operands 1 and 2 are dispatched together; the operator, 3, once both
-        settled (all three exist under a promise that settled).
+        settled (all three exist under a promise that resolved; one that the
+        server timed out may lack some, which are looked for again).
         """
         if not known.binary:
             return []

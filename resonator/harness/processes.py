@@ -42,9 +42,9 @@ def descendants(pid: int) -> list[int]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError):
             continue  # gone since it was listed
-        parents[int(stat.parent.name)] = int(fields[1])
     found, todo = [], [pid]
     while todo:
         found.append(todo.pop())
@@ -202,7 +202,7 @@ class Process:
         otherwise: a shell's command, a worker under ./respawn."""
         if self.popen.poll() is None:
             for pid in descendants(self.popen.pid):  # the process first: nothing respawns
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(OSError):  # gone already, or not ours to kill
                     os.kill(pid, signal.SIGKILL)
         self.popen.wait(WAIT)
 

@@ -47,7 +47,8 @@ def draw(root: Node, screen: os.terminal_size | None = None) -> str:
     widths = [max(len(row[i]) for row in columns) for i in range(6)]
     # On a screen, the expressions give way first (shortened in the middle), then what rows hide.
     for column, shorter in ((1, shortened), (5, clipped)):
-        gaps = 2 * (sum(1 for width in widths if width) - 1)
+        # Two spaces before each column up to the last that has anything, empty ones too.
+        gaps = 2 * max((i for i, width in enumerate(widths) if width), default=0)
         if screen and (over := sum(widths) + gaps - screen.columns) > 0:
             width = max(widths[column] - over, 9)
             for row in columns:

@@ -157,8 +157,10 @@ class Trees:
             return tree.root
 
     async def read(self, tree: Tree) -> None:
-        reader = self.reader()
         while True:
+            # A fresh reader each time: one whose read failed half-way may know a
+            # promise's new state without having read what that changes.
+            reader = self.reader()
             try:
                 async for root in changes(reader, tree.id):
                     tree.root = root

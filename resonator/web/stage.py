@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import signal
+import subprocess
 import threading
 from collections import defaultdict, deque
 from contextlib import contextmanager
@@ -186,11 +187,15 @@ class PageStage(Stage):
                     f"the pool is down to {' and '.join(OPS_PIDS)}, the article's: kill one "
                     "with its button to see what waits for it"
                 )
-            pid = self.added.pop()
+            pid = self.added[-1]
             process = self.topology.processes[pid]
             if process.popen.poll() is None:
                 process.signal(signal.SIGTERM)
-                process.wait_closed()
+                try:
+                    process.wait_closed()
+                except subprocess.TimeoutExpired:
+                    process.kill()  # as a service manager does once its stop times out
+            self.added.pop()
             del self.topology.processes[pid], self.groups[pid]  # off the page once it has ended
             self.say(
                 f"stopped ops/{pid}: the ops pool has {self.pool()} workers up; an operation it "
