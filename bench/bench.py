@@ -92,12 +92,12 @@ DURABLE = {
     "restate": True,
     "dbos": True,
 }
-# Each peer computes the workloads of up to so many operators. Restate: balanced depth 5 and
-# the chain of 32. DBOS, which polls for every result, takes seconds a tree past depth 4, and
-# its worker's threads pile up: 1,537 of them after one chain of 32 (15 s), and the machine
-# ran out of threads at depth 6, and again during the chain's runs. So balanced depth 5 (31
-# operators) is its last, and the chain is left out.
-PEER_OPERATORS = {"restate": 32, "dbos": 31}
+# Each peer computes the workloads of up to so many operators, and chains or not. Restate:
+# balanced depth 5 and the chain of 32. DBOS, which polls for every result, takes seconds a
+# tree past depth 4, and its worker's threads pile up: 1,537 of them after one chain of 32
+# (15 s), and the machine ran out of threads at depth 6, and again during the chain's runs.
+# So balanced depth 5 (31 operators) is its last, and no chain.
+PEER_LIMITS = {"restate": (32, True), "dbos": (31, False)}
 JOBS = (1, 16)  # --jobs of the batch throughput
 # The pool: a balanced tree of operators that each take OP_DELAY seconds,
 # computed by 1, 2, 4, then 8 ops workers of one slot each.
@@ -342,7 +342,12 @@ async def compare(
     """A peer's latencies (into ``rows``) and throughput (into ``report``), on its own."""
     from bench.peers import running
 
-    smaller = {name: expr for name, expr in shapes.items() if size(expr)[0] <= PEER_OPERATORS[peer]}
+    most, chains = PEER_LIMITS[peer]
+    smaller = {
+        name: expr
+        for name, expr in shapes.items()
+        if size(expr)[0] <= most and (chains or not name.startswith("chain"))
+    }
     with running(peer) as (computing, _):
         async with computing as driver:
             for name, figures in (await latency(driver, smaller, runs)).items():
